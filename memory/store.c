@@ -31,8 +31,7 @@ void store_register_migrations(const char *module, const struct store_migration 
         }
     }
     if (registry_len == MAX_MODULES) {
-        fprintf(stderr, "thalamus: fatal: more than %d modules register migrations\n",
-                MAX_MODULES);
+        fprintf(stderr, "thalamus: fatal: more than %d modules register migrations\n", MAX_MODULES);
         abort();
     }
     registry[registry_len++] = (struct registration){module, list, n};

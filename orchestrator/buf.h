@@ -16,10 +16,10 @@
 #define BUF_DEFAULT_MAX ((size_t)64 << 20) /* 64 MiB */
 
 struct buf {
-    char *data;  /* NUL-terminated; NULL until the first append */
-    size_t len;  /* bytes used, not counting the terminator */
-    size_t cap;  /* bytes allocated */
-    size_t max;  /* hard cap on len */
+    char *data; /* NUL-terminated; NULL until the first append */
+    size_t len; /* bytes used, not counting the terminator */
+    size_t cap; /* bytes allocated */
+    size_t max; /* hard cap on len */
 };
 
 /* Initialises an empty buffer that refuses to grow past max bytes (0 means

@@ -40,9 +40,9 @@ static int unknown_long(const struct cli_option *options, const char *name, size
         names[n++] = options[i].name;
     names[n] = NULL;
     const char *hint = text_closest(given, names);
-    int rc = hint ? error_setc(TH_EUSAGE, "unknown option '--%s'; did you mean '--%s'?", given,
-                               hint)
-                  : error_setc(TH_EUSAGE, "unknown option '--%s'", given);
+    int rc = hint
+                 ? error_setc(TH_EUSAGE, "unknown option '--%s'; did you mean '--%s'?", given, hint)
+                 : error_setc(TH_EUSAGE, "unknown option '--%s'", given);
     free(given);
     return rc;
 }

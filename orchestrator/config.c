@@ -136,8 +136,7 @@ static void set_string(struct config *cfg, const struct key *k, const char *valu
     *slot = value ? xstrdup(value) : NULL;
 }
 
-static void mark(struct config *cfg, const struct key *k, enum config_source src,
-                 const char *note)
+static void mark(struct config *cfg, const struct key *k, enum config_source src, const char *note)
 {
     size_t i = key_index(k);
     cfg->sources[i] = src;
@@ -167,7 +166,8 @@ static char *enum_phrase(const char *choices)
     for (const char *p = choices; *p;) {
         const char *bar = strchr(p, '|');
         size_t len = bar ? (size_t)(bar - p) : strlen(p);
-        buf_printf(&b, "\"%.*s\"%s", (int)len, p, bar ? (strchr(bar + 1, '|') ? ", " : " or ") : "");
+        buf_printf(&b, "\"%.*s\"%s", (int)len, p,
+                   bar ? (strchr(bar + 1, '|') ? ", " : " or ") : "");
         p += len + (bar ? 1 : 0);
     }
     return buf_detach(&b, NULL);
@@ -225,12 +225,10 @@ static lua_State *restricted_state(struct lua_limits *lim)
     lua_State *L = lua_newstate(capped_alloc, lim);
     if (!L)
         return NULL;
-    static const luaL_Reg libs[] = {{LUA_GNAME, luaopen_base},
-                                    {LUA_STRLIBNAME, luaopen_string},
-                                    {LUA_TABLIBNAME, luaopen_table},
-                                    {LUA_MATHLIBNAME, luaopen_math},
-                                    {LUA_UTF8LIBNAME, luaopen_utf8},
-                                    {NULL, NULL}};
+    static const luaL_Reg libs[] = {
+        {LUA_GNAME, luaopen_base},       {LUA_STRLIBNAME, luaopen_string},
+        {LUA_TABLIBNAME, luaopen_table}, {LUA_MATHLIBNAME, luaopen_math},
+        {LUA_UTF8LIBNAME, luaopen_utf8}, {NULL, NULL}};
     for (const luaL_Reg *lib = libs; lib->func; lib++) {
         luaL_requiref(L, lib->name, lib->func, 1);
         lua_pop(L, 1);
@@ -386,7 +384,8 @@ static int read_search_param(lua_State *L, const char *file, const char *pname,
         if (!known) {
             const char *hint = f ? text_closest(f, fields) : NULL;
             char *got = describe_value(L, -1);
-            rc = error_setc(TH_ECONFIG, "%s: unknown field %s in %s%s%s%s; expected min, max, "
+            rc = error_setc(TH_ECONFIG,
+                            "%s: unknown field %s in %s%s%s%s; expected min, max, "
                             "scale, integer or choices",
                             file, got, prefix, hint ? " (did you mean '" : "", hint ? hint : "",
                             hint ? "'?)" : "");
@@ -483,7 +482,8 @@ static int read_search_param(lua_State *L, const char *file, const char *pname,
     }
     lua_pop(L, 1);
     if (rc == 0 && p->integer && (p->min != floor(p->min) || p->max != floor(p->max)))
-        rc = error_setc(TH_ECONFIG, "%s: %s is an integer range, so min and max must be whole "
+        rc = error_setc(TH_ECONFIG,
+                        "%s: %s is an integer range, so min and max must be whole "
                         "numbers, got %g and %g",
                         file, prefix, p->min, p->max);
 cleanup:
@@ -507,7 +507,8 @@ static int read_search_space(struct config *cfg, lua_State *L, int idx, const ch
     while (lua_next(L, idx)) {
         if (lua_type(L, -2) != LUA_TSTRING) {
             char *got = describe_value(L, -2);
-            rc = error_setc(TH_ECONFIG, "%s: task.search_space has the key %s; parameter names "
+            rc = error_setc(TH_ECONFIG,
+                            "%s: task.search_space has the key %s; parameter names "
                             "must be strings",
                             file, got);
             free(got);
@@ -675,7 +676,8 @@ static int read_file(struct config *cfg, const char *path)
     lua_sethook(L, NULL, 0, 0);
     if (lua_type(L, -1) != LUA_TTABLE) {
         char *got = describe_value(L, -1);
-        rc = error_setc(TH_ECONFIG, "%s must return a table, got %s; end the file with "
+        rc = error_setc(TH_ECONFIG,
+                        "%s must return a table, got %s; end the file with "
                         "'return { ... }'",
                         file, got);
         free(got);
@@ -690,7 +692,8 @@ static int read_file(struct config *cfg, const char *path)
             known |= !strcmp(*s, name);
         if (!name) {
             char *got = describe_value(L, -2);
-            rc = error_setc(TH_ECONFIG, "%s: the returned table has the key %s; keys must be "
+            rc = error_setc(TH_ECONFIG,
+                            "%s: the returned table has the key %s; keys must be "
                             "section names (task, sandbox, loop, llm)",
                             file, got);
             free(got);
@@ -960,9 +963,9 @@ void config_print(const struct config *cfg, FILE *out)
                     value = xasprintf("one of %s", c);
                     free(c);
                 } else {
-                    value = xasprintf("%g .. %g%s%s", p->min, p->max,
-                                      p->log_scale ? ", log scale" : "",
-                                      p->integer ? ", integer" : "");
+                    value =
+                        xasprintf("%g .. %g%s%s", p->min, p->max, p->log_scale ? ", log scale" : "",
+                                  p->integer ? ", integer" : "");
                 }
                 print_row(out, name, value, src);
                 free(name);

@@ -36,10 +36,10 @@ enum search_kind {
 struct search_param {
     char *name;
     enum search_kind kind;
-    double min, max;  /* SEARCH_RANGE */
-    bool integer;     /* SEARCH_RANGE */
-    bool log_scale;   /* SEARCH_RANGE */
-    cJSON *choices;   /* SEARCH_CHOICE: a JSON array of strings, numbers or booleans */
+    double min, max; /* SEARCH_RANGE */
+    bool integer;    /* SEARCH_RANGE */
+    bool log_scale;  /* SEARCH_RANGE */
+    cJSON *choices;  /* SEARCH_CHOICE: a JSON array of strings, numbers or booleans */
 };
 
 struct config {
@@ -65,8 +65,8 @@ struct config {
     char *llm_api_key_env; /* name of the variable holding the key */
     long llm_max_concurrency;
 
-    char *file;      /* path of thalamus.lua, NULL when none was read */
-    char *workspace; /* workspace directory, NULL outside one */
+    char *file;                  /* path of thalamus.lua, NULL when none was read */
+    char *workspace;             /* workspace directory, NULL outside one */
     enum config_source *sources; /* per key, in the order of config_keys */
     char **source_notes;         /* per key, e.g. the variable's name, or NULL */
 };

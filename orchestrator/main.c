@@ -84,7 +84,7 @@ static int cmd_init(const struct command *cmd, struct cli_args *args)
         return list_templates(cli_flag(o, args, "json"));
     if (args->npositional != 1)
         return error_setc(TH_EUSAGE, "init needs the directory to create, e.g. 'thalamus init "
-                          "myresearch'");
+                                     "myresearch'");
     struct workspace_init_options opts = {
         .dir = args->positional[0],
         .template_name = cli_value(o, args, "template"),
@@ -210,8 +210,7 @@ static const char usage_line[] = "usage: thalamus [-C DIR] [-v|-q] [--log-json] 
 
 static void print_overview(FILE *out)
 {
-    fprintf(out,
-            "thalamus %s: a research orchestrator\n\n%s\n\nCommands:\n", THALAMUS_VERSION,
+    fprintf(out, "thalamus %s: a research orchestrator\n\n%s\n\nCommands:\n", THALAMUS_VERSION,
             usage_line);
     for (size_t i = 0; i < NCOMMANDS; i++)
         fprintf(out, "  %s%-10s%s %s\n", term_bold(out), commands[i].name, term_reset(out),

@@ -346,7 +346,8 @@ static int find_template(const char *name, char **path)
         }
         buf_printf(&names, "%s%s", i ? ", " : "", list[i].name);
     }
-    rc = error_setc(TH_EUSAGE, "no template named '%s' (available: %s); see 'thalamus init "
+    rc = error_setc(TH_EUSAGE,
+                    "no template named '%s' (available: %s); see 'thalamus init "
                     "--list-templates'",
                     name, n ? buf_str(&names) : "none");
 cleanup:
@@ -357,8 +358,8 @@ cleanup:
 
 int workspace_init(const struct workspace_init_options *opts, struct workspace_init_result *out)
 {
-    const char *template_name = opts->template_name ? opts->template_name
-                                                    : WORKSPACE_DEFAULT_TEMPLATE;
+    const char *template_name =
+        opts->template_name ? opts->template_name : WORKSPACE_DEFAULT_TEMPLATE;
     char *template_path = NULL;
     struct file_list files = {0};
     git_repository *repo = NULL;
@@ -381,7 +382,8 @@ int workspace_init(const struct workspace_init_options *opts, struct workspace_i
     if ((rc = fs_dir_is_empty(opts->dir, ".git", &empty)) < 0)
         goto cleanup;
     if (!empty && !opts->force) {
-        rc = error_setc(TH_EEXISTS, "'%s' is not empty; choose a new directory, or pass "
+        rc = error_setc(TH_EEXISTS,
+                        "'%s' is not empty; choose a new directory, or pass "
                         "--force to add the workspace files to it (existing files are never "
                         "overwritten)",
                         opts->dir);

@@ -40,12 +40,12 @@ struct workspace_init_options {
 };
 
 struct workspace_init_result {
-    char *dir;         /* absolute path of the workspace */
-    char *commit;      /* hex id of the baseline commit */
-    char *branch;      /* branch the commit went to, e.g. "main" */
-    bool reused_repo;  /* an existing git repository received the commit */
+    char *dir;           /* absolute path of the workspace */
+    char *commit;        /* hex id of the baseline commit */
+    char *branch;        /* branch the commit went to, e.g. "main" */
+    bool reused_repo;    /* an existing git repository received the commit */
     bool default_author; /* no git identity was configured; a default was used */
-    char **files;      /* files added, relative to dir, NULL-terminated */
+    char **files;        /* files added, relative to dir, NULL-terminated */
 };
 
 /* Creates a workspace as described above. Refuses a non-empty directory

@@ -15,7 +15,8 @@ if [ -d "$dir" ] && [ -n "$(ls -A "$dir")" ]; then
   echo "demo: '$dir' is not empty; pass a new directory" >&2
   exit 1
 fi
-step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
+if [ -t 1 ]; then bold=$(printf "\033[1m"); plain=$(printf "\033[0m"); else bold=; plain=; fi
+step() { printf "\n%s$ %s%s\n" "$bold" "$*" "$plain"; }
 
 step thalamus init "$dir"
 "$thalamus" init "$dir"

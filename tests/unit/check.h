@@ -21,7 +21,7 @@ static const char *check_current;
 
 #define CHECK_FAIL(...)                                                                            \
     do {                                                                                           \
-        fprintf(stderr, "  %s:%d: %s: ", __FILE__, __LINE__, check_current);                      \
+        fprintf(stderr, "  %s:%d: %s: ", __FILE__, __LINE__, check_current);                       \
         fprintf(stderr, __VA_ARGS__);                                                              \
         fputc('\n', stderr);                                                                       \
         check_failures_in_test++;                                                                  \

@@ -12,8 +12,13 @@ static char dir[] = "/tmp/thalamus-test-config-XXXXXX";
 
 static void clear_env(void)
 {
-    const char *vars[] = {"THALAMUS_PROVIDER", "THALAMUS_MODEL", "OPENAI_BASE_URL",
-                          "ANTHROPIC_BASE_URL", "OPENAI_API_KEY", "ANTHROPIC_API_KEY", NULL};
+    const char *vars[] = {"THALAMUS_PROVIDER",
+                          "THALAMUS_MODEL",
+                          "OPENAI_BASE_URL",
+                          "ANTHROPIC_BASE_URL",
+                          "OPENAI_API_KEY",
+                          "ANTHROPIC_API_KEY",
+                          NULL};
     for (const char **v = vars; *v; v++)
         unsetenv(*v);
 }
@@ -58,17 +63,18 @@ static void test_full_file(void)
 {
     clear_env();
     struct config *cfg;
-    int rc = load("local lr = { min = 0.001, max = 1, scale = 'log' }\n"
-                  "return {\n"
-                  "  task = { name = 'demo', command = { 'python3', 'train.py' },\n"
-                  "           metric = 'accuracy', goal = 'minimize',\n"
-                  "           search_space = { lr = lr, units = { min = 1, max = 64, integer = true },\n"
-                  "                            act = { choices = { 'relu', 'tanh', 3, true } } } },\n"
-                  "  sandbox = { timeout = 30, memory_mb = 256 },\n"
-                  "  loop = { rounds = 2, ideas = 4, jobs = 1.0 },\n"
-                  "  llm = { model = 'm1' },\n"
-                  "}\n",
-                  &cfg);
+    int rc =
+        load("local lr = { min = 0.001, max = 1, scale = 'log' }\n"
+             "return {\n"
+             "  task = { name = 'demo', command = { 'python3', 'train.py' },\n"
+             "           metric = 'accuracy', goal = 'minimize',\n"
+             "           search_space = { lr = lr, units = { min = 1, max = 64, integer = true },\n"
+             "                            act = { choices = { 'relu', 'tanh', 3, true } } } },\n"
+             "  sandbox = { timeout = 30, memory_mb = 256 },\n"
+             "  loop = { rounds = 2, ideas = 4, jobs = 1.0 },\n"
+             "  llm = { model = 'm1' },\n"
+             "}\n",
+             &cfg);
     REQUIRE(rc == 0);
     CHECK_EQ_STR(cfg->task_name, "demo");
     CHECK_EQ_STR(cfg->task_command[0], "python3");
@@ -124,16 +130,18 @@ static void test_errors_name_the_key(void)
                  "thalamus.lua: unknown key 'loops'; did you mean 'loop'?");
     expect_error("return { zzz = {} }",
                  "thalamus.lua: unknown key 'zzz' (known: task, sandbox, loop, llm)");
-    expect_error("return { task = { goal = 'max' } }",
-                 "thalamus.lua: task.goal must be one of \"maximize\" or \"minimize\", got \"max\"");
+    expect_error(
+        "return { task = { goal = 'max' } }",
+        "thalamus.lua: task.goal must be one of \"maximize\" or \"minimize\", got \"max\"");
     expect_error("return { task = { command = { 'python3', 7 } } }",
                  "thalamus.lua: task.command[2] must be a string, got 7");
     expect_error("return { task = { search_space = { lr = { min = 1, max = 0.5 } } } }",
                  "thalamus.lua: task.search_space.lr.min (1) must be less than "
                  "task.search_space.lr.max (0.5)");
-    expect_error("return { task = { search_space = { lr = { min = 0, max = 1, scale = 'log' } } } }",
-                 "thalamus.lua: task.search_space.lr has a log scale, so its min must be above 0, "
-                 "got 0");
+    expect_error(
+        "return { task = { search_space = { lr = { min = 0, max = 1, scale = 'log' } } } }",
+        "thalamus.lua: task.search_space.lr has a log scale, so its min must be above 0, "
+        "got 0");
     expect_error("return { task = { search_space = { lr = { mni = 0, max = 1 } } } }",
                  "thalamus.lua: unknown field \"mni\" in task.search_space.lr (did you mean "
                  "'min'?); expected min, max, scale, integer or choices");
@@ -153,7 +161,7 @@ static void test_syntax_and_runtime_errors(void)
     expect_error("return {\n  loop = { jobs = 2 \n}\n x",
                  "thalamus.lua:4: '}' expected (to close '{' at line 1) near 'x'");
     expect_error("local t = nil\nreturn t.x", "thalamus.lua:2: attempt to index a nil value "
-                                             "(local 't')");
+                                              "(local 't')");
 }
 
 static void test_restricted_state(void)
