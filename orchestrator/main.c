@@ -10,6 +10,7 @@
  */
 #include "alloc.h"
 #include "cli.h"
+#include "command.h"
 #include "config.h"
 #include "error.h"
 #include "log.h"
@@ -20,18 +21,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-#define EXIT_USAGE 2
-
-struct command {
-    const char *name;
-    const char *args; /* synopsis after the name */
-    const char *summary;
-    const char *description;
-    const struct cli_option *options;
-    int min_args, max_args;
-    int (*run)(const struct command *cmd, struct cli_args *args);
-};
 
 static const struct command *find_command(const char *name);
 static void print_overview(FILE *out);
@@ -170,21 +159,40 @@ static int cmd_help(const struct command *cmd, struct cli_args *args)
 
 /* ---- the table --------------------------------------------------------- */
 
-static const struct command commands[] = {
-    {"init", "DIR [--template NAME] [--force] | --list-templates",
-     "create a workspace from a template",
-     "Creates DIR (which must be empty, or pass --force) with thalamus.lua, TASK.md and the\n"
-     "baseline experiment/ of the template, initialises a git repository on branch main (or\n"
-     "reuses the one in DIR), ignores .thalamus/, and commits the baseline.",
-     init_options, 0, 1, cmd_init},
-    {"config", "[--json]", "show the effective configuration",
-     "Prints every configuration key with its value and where it came from: the default,\n"
-     "thalamus.lua, or an environment variable (THALAMUS_PROVIDER, THALAMUS_MODEL,\n"
-     "OPENAI_BASE_URL, ANTHROPIC_BASE_URL). API keys are only shown as set or not set.\n"
-     "Outside a workspace it shows the defaults and the environment.",
-     config_options, 0, 0, cmd_config},
-    {"help", "[COMMAND]", "show help for thalamus or one command", NULL, help_options, 0, 1,
-     cmd_help},
+const struct command command_init = {
+    "init",
+    "DIR [--template NAME] [--force] | --list-templates",
+    "create a workspace from a template",
+    "Creates DIR (which must be empty, or pass --force) with thalamus.lua, TASK.md and the\n"
+    "baseline experiment/ of the template, initialises a git repository on branch main (or\n"
+    "reuses the one in DIR), ignores .thalamus/, and commits the baseline.",
+    init_options,
+    0,
+    1,
+    cmd_init};
+
+const struct command command_config = {
+    "config",
+    "[--json]",
+    "show the effective configuration",
+    "Prints every configuration key with its value and where it came from: the default,\n"
+    "thalamus.lua, or an environment variable (THALAMUS_PROVIDER, THALAMUS_MODEL,\n"
+    "OPENAI_BASE_URL, ANTHROPIC_BASE_URL). API keys are only shown as set or not set.\n"
+    "Outside a workspace it shows the defaults and the environment.",
+    config_options,
+    0,
+    0,
+    cmd_config};
+
+const struct command command_help = {"help", "[COMMAND]",  "show help for thalamus or one command",
+                                     NULL,   help_options, 0,
+                                     1,      cmd_help};
+
+/* The commands, in the order `thalamus help` lists them. */
+static const struct command *const commands[] = {
+    &command_init,
+    &command_config,
+    &command_help,
 };
 
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
@@ -193,9 +201,9 @@ static const struct command *find_command(const char *name)
 {
     const char *names[NCOMMANDS + 1];
     for (size_t i = 0; i < NCOMMANDS; i++) {
-        if (!strcmp(commands[i].name, name))
-            return &commands[i];
-        names[i] = commands[i].name;
+        if (!strcmp(commands[i]->name, name))
+            return commands[i];
+        names[i] = commands[i]->name;
     }
     names[NCOMMANDS] = NULL;
     const char *hint = text_closest(name, names);
@@ -213,8 +221,8 @@ static void print_overview(FILE *out)
     fprintf(out, "thalamus %s: a research orchestrator\n\n%s\n\nCommands:\n", THALAMUS_VERSION,
             usage_line);
     for (size_t i = 0; i < NCOMMANDS; i++)
-        fprintf(out, "  %s%-10s%s %s\n", term_bold(out), commands[i].name, term_reset(out),
-                commands[i].summary);
+        fprintf(out, "  %s%-10s%s %s\n", term_bold(out), commands[i]->name, term_reset(out),
+                commands[i]->summary);
     fprintf(out, "\nGlobal options:\n"
                  "  -C DIR        run as if started in DIR\n"
                  "  -v, -vv       more detail in diagnostics (debug, trace)\n"
@@ -263,6 +271,8 @@ static int run_command(const struct command *cmd, int argc, char **argv)
         } else if (rc < 0) {
             log_error("%s", error_message());
             status = 1;
+        } else {
+            status = rc;
         }
     }
     free(args.positional);
