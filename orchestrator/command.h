@@ -1,0 +1,33 @@
+/*
+ * command: how a thalamus command is declared.
+ *
+ * Each command is a struct command: its name, synopsis, help text, options
+ * (see cli.h) and a handler. main.c holds the table of commands in the order
+ * `thalamus help` lists them; a command defined in its own file declares its
+ * struct command here. Depends on cli.
+ */
+#ifndef THALAMUS_COMMAND_H
+#define THALAMUS_COMMAND_H
+
+#include "cli.h"
+
+#define EXIT_USAGE 2
+
+struct command {
+    const char *name;
+    const char *args;                 /* synopsis after the name */
+    const char *summary;              /* one line, for `thalamus help` */
+    const char *description;          /* paragraphs for `thalamus help NAME`, or NULL */
+    const struct cli_option *options; /* must include "help" */
+    int min_args, max_args;           /* positional arguments accepted */
+    /* Returns 0 on success, a negative TH_E* code with a recorded message on
+     * failure (TH_EUSAGE prints the usage and exits 2, others exit 1), or a
+     * positive number to use as the exit status as it is. */
+    int (*run)(const struct command *cmd, struct cli_args *args);
+};
+
+extern const struct command command_init;
+extern const struct command command_config;
+extern const struct command command_help;
+
+#endif
