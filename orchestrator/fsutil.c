@@ -136,48 +136,6 @@ cleanup:
     return rc;
 }
 
-/* Appends to conflicts the files under src whose counterpart exists in dst. */
-static int find_conflicts(const char *src, const char *dst, const char *rel, struct buf *conflicts,
-                          int *count)
-{
-    DIR *d = opendir(src);
-    if (!d)
-        return error_set("cannot read directory '%s': %s", src, strerror(errno));
-    int rc = 0;
-    struct dirent *e;
-    while (rc == 0 && (e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") ||
-            !strcmp(e->d_name, "__pycache__"))
-            continue;
-        char *s = fs_join(src, e->d_name);
-        char *t = fs_join(dst, e->d_name);
-        char *r = rel[0] ? fs_join(rel, e->d_name) : xstrdup(e->d_name);
-        struct stat st;
-        if (lstat(s, &st) < 0) {
-            rc = error_set("cannot read '%s': %s", s, strerror(errno));
-        } else if (S_ISDIR(st.st_mode)) {
-            if (fs_exists(t) && !fs_is_dir(t)) {
-                (*count)++;
-                if (*count <= 5)
-                    buf_printf(conflicts, "%s'%s'", *count > 1 ? ", " : "", r);
-            } else {
-                rc = find_conflicts(s, t, r, conflicts, count);
-            }
-        } else if (!S_ISREG(st.st_mode)) {
-            rc = error_set("cannot copy '%s': only regular files and directories are supported", s);
-        } else if (fs_exists(t)) {
-            (*count)++;
-            if (*count <= 5)
-                buf_printf(conflicts, "%s'%s'", *count > 1 ? ", " : "", r);
-        }
-        free(s);
-        free(t);
-        free(r);
-    }
-    closedir(d);
-    return rc;
-}
-
 static int copy_file(const char *src, const char *dst, mode_t mode)
 {
     struct buf b;
@@ -189,9 +147,25 @@ static int copy_file(const char *src, const char *dst, mode_t mode)
     return rc;
 }
 
-static int copy_tree(const char *src, const char *dst, const char *rel, fs_copy_cb cb, void *ud)
+/* One walk over src serves both phases of a copy: first with copy false,
+ * counting the files whose destination exists; then with copy true. */
+struct copy_walk {
+    bool copy;
+    struct buf conflicts; /* the first few clashes, quoted */
+    int count;
+    fs_copy_cb cb;
+    void *ud;
+};
+
+static void note_conflict(struct copy_walk *w, const char *rel)
 {
-    if (fs_mkdir_p(dst, 0755) < 0)
+    if (++w->count <= 5)
+        buf_printf(&w->conflicts, "%s'%s'", w->count > 1 ? ", " : "", rel);
+}
+
+static int walk_tree(const char *src, const char *dst, const char *rel, struct copy_walk *w)
+{
+    if (w->copy && fs_mkdir_p(dst, 0755) < 0)
         return TH_ERR;
     DIR *d = opendir(src);
     if (!d)
@@ -209,11 +183,17 @@ static int copy_tree(const char *src, const char *dst, const char *rel, fs_copy_
         if (lstat(s, &st) < 0) {
             rc = error_set("cannot read '%s': %s", s, strerror(errno));
         } else if (S_ISDIR(st.st_mode)) {
-            rc = copy_tree(s, t, r, cb, ud);
-        } else {
-            rc = copy_file(s, t, st.st_mode);
-            if (rc == 0 && cb)
-                cb(r, ud);
+            if (!w->copy && fs_exists(t) && !fs_is_dir(t))
+                note_conflict(w, r);
+            else
+                rc = walk_tree(s, t, r, w);
+        } else if (!S_ISREG(st.st_mode)) {
+            rc = error_set("cannot copy '%s': only regular files and directories are supported", s);
+        } else if (!w->copy) {
+            if (fs_exists(t))
+                note_conflict(w, r);
+        } else if ((rc = copy_file(s, t, st.st_mode)) == 0 && w->cb) {
+            w->cb(r, w->ud);
         }
         free(s);
         free(t);
@@ -225,20 +205,17 @@ static int copy_tree(const char *src, const char *dst, const char *rel, fs_copy_
 
 int fs_copy_tree(const char *src, const char *dst, fs_copy_cb cb, void *ud)
 {
-    struct buf conflicts;
-    buf_init(&conflicts, 4096);
-    int count = 0;
-    int rc = 0;
-    if (fs_is_dir(dst))
-        rc = find_conflicts(src, dst, "", &conflicts, &count);
-    else if (!fs_is_dir(src))
-        rc = error_set("cannot read directory '%s': %s", src, strerror(ENOTDIR));
-    if (rc == 0 && count > 0)
-        rc = error_setc(TH_EEXISTS, "%d file%s would be overwritten: %s%s", count,
-                        count == 1 ? "" : "s", buf_str(&conflicts), count > 5 ? ", ..." : "");
-    if (rc == 0)
-        rc = copy_tree(src, dst, "", cb, ud);
-    buf_free(&conflicts);
+    struct copy_walk w = {.copy = false, .cb = cb, .ud = ud};
+    buf_init(&w.conflicts, 4096);
+    int rc = walk_tree(src, dst, "", &w);
+    if (rc == 0 && w.count > 0)
+        rc = error_setc(TH_EEXISTS, "%d file%s would be overwritten: %s%s", w.count,
+                        w.count == 1 ? "" : "s", buf_str(&w.conflicts), w.count > 5 ? ", ..." : "");
+    if (rc == 0) {
+        w.copy = true;
+        rc = walk_tree(src, dst, "", &w);
+    }
+    buf_free(&w.conflicts);
     return rc;
 }
 
