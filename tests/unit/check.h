@@ -10,6 +10,7 @@
 #ifndef THALAMUS_CHECK_H
 #define THALAMUS_CHECK_H
 
+#include <dirent.h>
 #include <setjmp.h>
 #include <stdio.h>
 #include <string.h>
@@ -78,6 +79,21 @@ static const char *check_current;
             fprintf(stderr, "ok   %s\n", #fn);                                                     \
         }                                                                                          \
     } while (0)
+
+/* Number of file descriptors this process has open (-1 if unknown), for
+ * checking that a module leaks none. */
+static inline int check_count_fds(void)
+{
+    DIR *dir = opendir("/proc/self/fd");
+    int n = 0;
+    if (!dir)
+        return -1;
+    for (struct dirent *de; (de = readdir(dir));)
+        if (de->d_name[0] != '.')
+            n++;
+    closedir(dir);
+    return n;
+}
 
 static inline int check_summary(void)
 {

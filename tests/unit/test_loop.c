@@ -46,19 +46,6 @@ static void stop_cb(struct loop_timer *timer, void *ud)
     loop_stop(ud);
 }
 
-static int count_fds(void)
-{
-    DIR *dir = opendir("/proc/self/fd");
-    int n = 0;
-    if (!dir)
-        return -1;
-    for (struct dirent *de; (de = readdir(dir));)
-        if (de->d_name[0] != '.')
-            n++;
-    closedir(dir);
-    return n;
-}
-
 /* Marks in seen[] the fds open now (below max). */
 static void list_fds(bool *seen, int max)
 {
@@ -905,12 +892,12 @@ static void use_everything(bool pidfd, const bool *before)
 static void test_no_fd_leak(void)
 {
     static bool before[MAX_FD];
-    int n_before = count_fds();
+    int n_before = check_count_fds();
     REQUIRE(n_before > 0);
     list_fds(before, MAX_FD);
     use_everything(true, before);
     use_everything(false, before);
-    CHECK_EQ_INT(count_fds(), n_before);
+    CHECK_EQ_INT(check_count_fds(), n_before);
 }
 
 int main(void)

@@ -289,19 +289,6 @@ static bool body_is(const struct request *r)
     return strcmp(buf_str(&r->body), want) == 0;
 }
 
-static int count_fds(void)
-{
-    DIR *dir = opendir("/proc/self/fd");
-    int n = 0;
-    if (!dir)
-        return -1;
-    for (struct dirent *de; (de = readdir(dir));)
-        if (de->d_name[0] != '.')
-            n++;
-    closedir(dir);
-    return n;
-}
-
 /* ---- tests ---- */
 
 static void test_one_get(void)
@@ -479,7 +466,7 @@ static void free_now(struct loop_timer *timer, void *ud)
 /* loop_curl_free() from a timer while transfers wait for a silent server. */
 static void test_free_in_flight(void)
 {
-    int n_fds = count_fds();
+    int n_fds = check_count_fds();
     struct loop *loop = new_loop();
     struct free_test ft = {new_curl(loop), loop};
     struct request rs[SILENT_TRANSFERS];
@@ -499,7 +486,7 @@ static void test_free_in_flight(void)
     for (int i = 0; i < SILENT_TRANSFERS; i++)
         request_free(&rs[i]);
     close(silent);
-    CHECK_EQ_INT(count_fds(), n_fds);
+    CHECK_EQ_INT(check_count_fds(), n_fds);
 }
 
 struct free_in_done {
@@ -520,7 +507,7 @@ static void free_from_done(CURL *easy, CURLcode result, void *ud)
  * flight or finishing in the same batch: none of them is reported. */
 static void test_free_from_done_callback(void)
 {
-    int n_fds = count_fds();
+    int n_fds = check_count_fds();
     struct loop *loop = new_loop();
     struct free_in_done fd = {new_curl(loop), 0};
     struct server srv;
@@ -544,7 +531,7 @@ static void test_free_from_done_callback(void)
     for (int i = 0; i < 4; i++)
         request_free(&rs[i]);
     close(silent);
-    CHECK_EQ_INT(count_fds(), n_fds);
+    CHECK_EQ_INT(check_count_fds(), n_fds);
 }
 
 int main(void)
