@@ -244,6 +244,8 @@ static void print_command_help(const struct command *cmd, FILE *out)
 static int usage_error(const char *command)
 {
     log_error("%s", error_message());
+    if (log_json())
+        return EXIT_USAGE; /* stderr carries only JSON lines */
     if (command)
         fprintf(stderr, "usage: thalamus %s %s\nrun 'thalamus help %s' for details\n", command,
                 find_command(command)->args, command);

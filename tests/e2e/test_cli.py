@@ -63,7 +63,9 @@ class CliTest(Case):
         r = self.thalamus("--log-json", "init", self.path("x"), "--template", "nope")
         self.assertEqual(r.returncode, 2)
         import json
-        first = json.loads(r.stderr.splitlines()[0])
+        lines = r.stderr.splitlines()
+        self.assertEqual(len(lines), 1, "with --log-json, stderr holds only JSON lines")
+        first = json.loads(lines[0])
         self.assertEqual(first["level"], "error")
         self.assertIn("no template named 'nope'", first["msg"])
         self.assertRegex(first["time"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
