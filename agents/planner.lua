@@ -1,0 +1,204 @@
+-- The built-in planner: proposes ideas that build on a node of the search
+-- tree.
+--
+-- input: { node = { id, params, metric, status, code? }  (default: the
+--          baseline experiment's parameter file),
+--          k = number of ideas (default: loop.ideas),
+--          context = { items from the retriever }, tried = { params, ... },
+--          history = { { params, metric, status }, ... }, seed = any }
+-- output: { ideas = { { title, hypothesis, changes, rationale, params }, ... } }
+--
+-- offline: mutates the node's parameters inside task.search_space. The step
+-- size and the number of parameters changed follow how promising the node
+-- is among the results in memory: small steps around good nodes, bigger
+-- jumps away from poor ones. A proposal equal to anything tried or proposed
+-- before (or to another proposal) is drawn again, so no idea repeats.
+-- llm: asks the model for ideas, grounded in TASK.md, the node's code,
+-- parameters and results, recalled memory and past labels (prompts in
+-- agents/prompts/planner_*.md).
+local thalamus = require("thalamus")
+local space_lib = require("lib.space")
+local history = require("lib.history")
+local prompt = require("lib.prompt")
+local util = require("lib.util")
+
+local MAX_DRAWS = 200 -- draws per idea before giving up on that slot
+
+-- Where the node stands among the scored results: 1 best, 0 worst, 0.5 unknown.
+local function promise(node, scored, sign)
+  if type(node.metric) ~= "number" or #scored == 0 then return 0.5 end
+  local better = 0
+  for _, r in ipairs(scored) do
+    if sign * r.metric > sign * node.metric then better = better + 1 end
+  end
+  return 1 - better / #scored
+end
+
+local function describe_changes(space, before, after, changed)
+  local out = {}
+  for _, name in ipairs(changed) do
+    out[#out + 1] = string.format("%s: %s -> %s", name, util.fmt(before[name]), util.fmt(after[name]))
+  end
+  return out
+end
+
+local function offline(ctx, input)
+  local task = ctx.task
+  local space = space_lib.from_task(task)
+  if #space == 0 then
+    error("the offline planner needs task.search_space in thalamus.lua (the parameters it may change)", 0)
+  end
+  local k = math.tointeger(input.k) or ctx.config.loop.ideas or 3
+  local node = history.node(ctx, input)
+  local base = util.copy(node.params)
+  -- a node outside the space is first brought back inside
+  for _, p in ipairs(space) do
+    if not space_lib.valid(p, base[p.name]) then
+      base[p.name] = p.kind == "choice" and p.choices[1] or space_lib.denormalize(p, space_lib.normalize(p, base[p.name]))
+    end
+  end
+  local results = history.results(input)
+  local scored = history.scored(results)
+  local sign = history.sign(task)
+  local p = promise(node, scored, sign)
+
+  local seen = {}
+  seen[space_lib.key(space, node.params)] = true
+  for _, r in ipairs(results) do seen[space_lib.key(space, r.params)] = true end
+  for _, params in ipairs(history.proposed(input)) do seen[space_lib.key(space, params)] = true end
+
+  local rng = util.rng(table.concat({ tostring(input.seed or ""), ctx.run or "", tostring(node.id or ""),
+    space_lib.key(space, node.params), tostring(#results) }, "|"))
+  -- promising nodes: small steps, one parameter; poor ones: larger jumps
+  local sigma = 0.3 - 0.22 * p
+  local best = scored[1]
+  for _, r in ipairs(scored) do
+    if sign * r.metric > sign * best.metric then best = r end
+  end
+
+  local ideas = {}
+  local exhausted = 0
+  while #ideas < k and exhausted < k do
+    local found
+    for draw = 1, MAX_DRAWS do
+      -- widen the search when the neighbourhood is used up
+      local widen = 1 + draw / 40
+      local nchange = rng.uniform() < 0.35 + 0.45 * p and 1 or (rng.uniform() < 0.7 and 2 or 3)
+      local params, changed = space_lib.mutate(space, base, rng, math.min(0.6, sigma * widen), nchange)
+      local key = space_lib.key(space, params)
+      if #changed > 0 and not seen[key] then
+        found = { params = params, changed = changed, key = key }
+        break
+      end
+    end
+    if not found then
+      exhausted = exhausted + 1
+    else
+      seen[found.key] = true
+      local changes = describe_changes(space, base, found.params, found.changed)
+      local metric = task.metric or "metric"
+      local standing
+      if type(node.metric) == "number" then
+        standing = string.format("The node scores %s %s, ahead of %d%% of the %d scored experiments.",
+          metric, util.fmt(node.metric), math.floor(p * 100 + 0.5), #scored)
+      else
+        standing = "The node has no score yet."
+      end
+      local step = p >= 0.67 and "a small step around a promising setting"
+        or (p >= 0.34 and "a moderate step" or "a larger jump away from a weak setting")
+      ideas[#ideas + 1] = {
+        title = "Change " .. table.concat(found.changed, " and "),
+        hypothesis = string.format("Setting %s should %s %s.", table.concat(changes, ", "),
+          task.goal == "minimize" and "lower" or "raise", metric),
+        changes = changes,
+        rationale = string.format("%s This is %s (step %.2f of each range)%s.", standing, step,
+          sigma, best and string.format("; the best so far is %s", util.fmt(best.metric)) or ""),
+        params = found.params,
+      }
+    end
+  end
+  if #ideas < k then
+    thalamus.log.warn("proposed %d of %d ideas: the search space around node %s is used up",
+      #ideas, k, tostring(node.id))
+  end
+  return { ideas = ideas }
+end
+
+-- Keeps only the parameters of an idea that are valid in the space.
+local function sanitize_params(space, params)
+  if type(params) ~= "table" then return nil end
+  local out, any = {}, false
+  for _, p in ipairs(space) do
+    local v = params[p.name]
+    if v ~= nil and space_lib.valid(p, v) then
+      out[p.name] = v
+      any = true
+    end
+  end
+  return any and out or nil
+end
+
+local function with_llm(ctx, input)
+  local task = ctx.task
+  local space = space_lib.from_task(task)
+  local k = math.tointeger(input.k) or ctx.config.loop.ideas or 3
+  local node = history.node(ctx, input)
+  local items = input.context
+  if not items then
+    items = prompt.recall(task.name .. " " .. (task.description or ""):sub(1, 300), 8)
+  end
+  local code = node.code or prompt.read_dir(input.dir or (ctx.workspace and "experiment"), 8)
+  local vars = {
+    task = task.description or task.name,
+    metric = task.metric, goal = task.goal, k = k,
+    space = prompt.json(task.search_space or {}),
+    node_params = prompt.json(node.params or {}),
+    node_result = prompt.json({ metric = node.metric, status = node.status, results = node.results }),
+    code = prompt.files(code),
+    memory = prompt.memory(items),
+    labels = prompt.labels(history.labels(20)),
+  }
+  local system = thalamus.template.file("planner_system.md", vars)
+  local user = thalamus.template.file("planner_user.md", vars)
+  local reply = ctx.llm.chat_json({ system = system, prompt = user }, { ideas = "array" })
+  local ideas = {}
+  for _, idea in ipairs(reply.ideas or {}) do
+    if type(idea) == "table" and type(idea.title) == "string" and idea.title ~= "" then
+      local changes = {}
+      if type(idea.changes) == "table" then
+        for _, c in ipairs(idea.changes) do
+          if type(c) == "string" and c ~= "" then changes[#changes + 1] = c end
+        end
+      elseif type(idea.changes) == "string" and idea.changes ~= "" then
+        changes[1] = idea.changes
+      end
+      local params = sanitize_params(space, idea.params)
+      if params then
+        for name, v in pairs(util.copy(node.params or {})) do
+          if params[name] == nil then params[name] = v end
+        end
+      end
+      ideas[#ideas + 1] = {
+        title = idea.title,
+        hypothesis = type(idea.hypothesis) == "string" and idea.hypothesis ~= "" and idea.hypothesis or idea.title,
+        changes = #changes > 0 and changes or { idea.title },
+        rationale = type(idea.rationale) == "string" and idea.rationale ~= "" and idea.rationale or "(no rationale given)",
+        params = params,
+      }
+      if #ideas >= k then break end
+    end
+  end
+  if #ideas == 0 then error("the model proposed no usable idea", 0) end
+  return { ideas = ideas }
+end
+
+return {
+  name = "planner",
+  role = "planner",
+  description = "proposes ideas that build on a node: parameter mutations offline, model ideas with an LLM",
+  strategies = { "llm", "offline" },
+  run = function(ctx, input)
+    if ctx.strategy == "llm" then return with_llm(ctx, input) end
+    return offline(ctx, input)
+  end,
+}
