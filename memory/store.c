@@ -37,6 +37,14 @@ void store_register_migrations(const char *module, const struct store_migration 
     registry[registry_len++] = (struct registration){module, list, n};
 }
 
+int store_registered_version(const char *module)
+{
+    for (size_t i = 0; i < registry_len; i++)
+        if (!strcmp(registry[i].module, module))
+            return registry[i].n ? registry[i].list[registry[i].n - 1].version : 0;
+    return 0;
+}
+
 void store_reset_migrations(void)
 {
     registry_len = 0;

@@ -36,6 +36,9 @@ struct store {
  * list. */
 void store_register_migrations(const char *module, const struct store_migration *list, size_t n);
 
+/* The newest migration version registered for module, 0 when none is. */
+int store_registered_version(const char *module);
+
 /* Forgets every registration (for tests). */
 void store_reset_migrations(void);
 

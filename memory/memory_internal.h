@@ -1,0 +1,115 @@
+/*
+ * memory_internal: what the files of the memory module share and nothing
+ * else sees: the struct memory itself, its cache of prepared statements,
+ * the database error helper and the tokenizer of the full-text index.
+ * Depends on memory.h and SQLite.
+ */
+#ifndef THALAMUS_MEMORY_INTERNAL_H
+#define THALAMUS_MEMORY_INTERNAL_H
+
+#include <sqlite3.h>
+
+#include "buf.h"
+#include "memory.h"
+
+/* Cached prepared statements, one per query the module runs often. */
+enum memory_stmt {
+    ST_ITEM_INSERT,
+    ST_ITEM_GET,
+    ST_ITEM_SCORE,
+    ST_ITEM_TOUCH,
+    ST_ITEM_BY_UID,
+    ST_KEY_INSERT,
+    ST_KEY_FIND,
+    ST_LINK_UPSERT,
+    ST_LINK_UPSERT_IF_NEWER,
+    ST_LINK_GET,
+    ST_LINKS_OF,
+    ST_LINK_COUNT,
+    ST_EPISODE_INSERT,
+    ST_EMBED_GET,
+    ST_FTS_CANDIDATES,
+    ST_FTS_CANDIDATES_KIND,
+    ST_VOCAB_DOC,
+    ST_FTS_COUNT_CAPPED,
+    ST_REF_ADD,
+    ST_REFS_FOR_KEY,
+    ST_COUNT
+};
+
+struct memory_tokenizer; /* memory_similar.c */
+
+struct memory {
+    struct store *store;
+    sqlite3 *db;
+    struct memory_params params;
+    int64_t (*clock)(void *ud);
+    void *clock_ud;
+    sqlite3_stmt *stmts[ST_COUNT];
+    bool in_tx;
+    struct memory_tokenizer *tok;
+    long items_total; /* cached document count for IDF, -1: unknown */
+};
+
+/* The cached statement for id, prepared on first use from its SQL and reset
+ * with bindings cleared; NULL (with error_set) when preparing fails. */
+sqlite3_stmt *memory_stmt(struct memory *m, enum memory_stmt id);
+
+/* Records "cannot WHAT in 'db': sqlite message", with a hint to run
+ * 'thalamus doctor' when SQLite reports corruption. Returns TH_ERR. */
+int memory_db_error(struct memory *m, const char *what);
+
+/* Repairs s (NUL-terminated, may be NULL) into out, capped at max bytes;
+ * the error names what ("text", "title"...). */
+int memory_clean_text(struct buf *out, const char *s, size_t max, const char *what, bool *repaired);
+
+/* Binds text or NULL. */
+void memory_bind_text(sqlite3_stmt *st, int i, const char *s);
+
+/* A copy of column i, or NULL for SQL NULL. */
+char *memory_column_dup(sqlite3_stmt *st, int i);
+
+/* Fills an item from a row of "SELECT id, uid, kind, title, text, tags,
+ * source, metadata, importance, created_ms, accessed_ms, access_count". */
+void memory_item_from_row(sqlite3_stmt *st, struct memory_item *it);
+#define MEMORY_ITEM_COLUMNS                                                                        \
+    "id, uid, kind, title, text, tags, source, metadata, importance, created_ms, accessed_ms, "    \
+    "access_count"
+
+/* SQLite's FTS5 interface for the memory's connection (memory_similar.c). */
+int memory_fts5_api(struct memory *m, fts5_api **out);
+
+/* Registers the ranking function thalamus_bm25 on the memory's connection
+ * (memory_recall.c); memory_new() calls it. */
+int memory_register_rank(struct memory *m);
+
+/* Calls cb for each token the full-text index would make of text (Porter
+ * stemmed, lower case, diacritics removed). cb returns 0 to go on. */
+typedef int (*memory_token_cb)(const char *token, int len, void *ud);
+int memory_tokenize(struct memory *m, const char *text, size_t len, memory_token_cb cb, void *ud);
+void memory_tokenizer_free(struct memory_tokenizer *tok);
+
+/* Writes a link with an explicit last-update time (for import): an existing
+ * link is replaced only when updated_ms is not older than its own. */
+int memory_link_put(struct memory *m, int64_t src, int64_t dst, const char *type, double weight,
+                    int64_t updated_ms);
+
+/* The keyword search of recall (memory_recall.c): up to limit items of
+ * kind (NULL: any) matching text, best BM25 first, with their bm25. The
+ * query is planned so that its cost stays bounded on large stores (see
+ * keyword_candidates there). The caller frees *out. */
+struct memory_keyword_hit {
+    int64_t id;
+    double bm25;
+};
+int memory_keyword_search(struct memory *m, const char *text, const char *kind, long limit,
+                          struct memory_keyword_hit **out, size_t *n);
+
+/* Common English words (lower case, NULL-terminated) that carry no topic:
+ * left out of full-text queries and of similarity vectors. */
+extern const char *const memory_stop_words[];
+
+/* Removes the memory's cached row count (after inserts and deletes). */
+void memory_forget_counts(struct memory *m);
+
+#endif

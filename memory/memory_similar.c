@@ -1,0 +1,531 @@
+/*
+ * memory_similar: offline text similarity over the associative store (see
+ * memory.h), used for the novelty and independence checks of new ideas
+ * when no embedding model is configured, and beside one when it is.
+ *
+ * Measure: TF-IDF cosine. Texts become bags of the very tokens the
+ * full-text index stores (SQLite's own Porter tokenizer, reached through
+ * the fts5_api, so "networks" and "network" meet), each weighted by
+ * (1 + ln tf) * idf with the smoothed idf = ln((N + 1) / (df + 1)) + 1,
+ * where N is the number of items and df a term's document frequency, read
+ * from the index's fts5vocab table. Candidates come from the keyword
+ * search of recall (BM25, planned to stay cheap on large stores) and are
+ * then scored exactly. Why not shingled
+ * Jaccard: ideas are short and paraphrased, so word n-grams rarely repeat,
+ * and Jaccard weighs "the" like "dropout"; the idf weights make two ideas
+ * similar only when they share the words that are rare in this workspace.
+ * Depends on memory_internal, alloc, buf, error and SQLite (FTS5).
+ */
+#include "memory_internal.h"
+
+#include "alloc.h"
+#include "error.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- the index's tokenizer ---------------------------------------------- */
+
+struct memory_tokenizer {
+    fts5_tokenizer api;
+    Fts5Tokenizer *tok;
+    char **stops; /* the stop words as the tokenizer stems them, sorted */
+    size_t nstops;
+};
+
+static int compare_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static int collect_stop(void *ctx, int tflags, const char *token, int len, int start, int end)
+{
+    (void)tflags;
+    (void)start;
+    (void)end;
+    struct memory_tokenizer *t = ctx;
+    t->stops[t->nstops++] = xstrndup(token, (size_t)len);
+    return SQLITE_ABORT; /* one token per word is enough */
+}
+
+static void stem_stop_words(struct memory_tokenizer *t)
+{
+    size_t n = 0;
+    while (memory_stop_words[n])
+        n++;
+    t->stops = xcalloc(n ? n : 1, sizeof *t->stops);
+    for (size_t i = 0; i < n; i++)
+        t->api.xTokenize(t->tok, t, FTS5_TOKENIZE_DOCUMENT, memory_stop_words[i],
+                         (int)strlen(memory_stop_words[i]), collect_stop);
+    qsort(t->stops, t->nstops, sizeof *t->stops, compare_str);
+}
+
+static bool is_stop(const struct memory_tokenizer *t, const char *term)
+{
+    return bsearch(&term, t->stops, t->nstops, sizeof *t->stops, compare_str) != NULL;
+}
+
+int memory_fts5_api(struct memory *m, fts5_api **out)
+{
+    fts5_api *api = NULL;
+    sqlite3_stmt *st = NULL;
+    int rc = 0;
+    if (sqlite3_prepare_v2(m->db, "SELECT fts5(?1)", -1, &st, NULL) != SQLITE_OK) {
+        rc = error_set("this SQLite has no FTS5 (%s); thalamus needs SQLite built with FTS5",
+                       sqlite3_errmsg(m->db));
+        goto cleanup;
+    }
+    sqlite3_bind_pointer(st, 1, (void *)&api, "fts5_api_ptr", NULL);
+    sqlite3_step(st);
+    if (!api)
+        rc = error_set("cannot reach SQLite's FTS5 interface");
+    *out = api;
+cleanup:
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static int tokenizer_open(struct memory *m)
+{
+    if (m->tok)
+        return 0;
+    fts5_api *api = NULL;
+    int rc = memory_fts5_api(m, &api);
+    if (rc < 0)
+        return rc;
+    void *ud = NULL;
+    struct memory_tokenizer *t = xcalloc(1, sizeof *t);
+    const char *args[] = {"unicode61", "remove_diacritics", "2"};
+    if (api->xFindTokenizer(api, "porter", &ud, &t->api) != SQLITE_OK ||
+        t->api.xCreate(ud, args, 3, &t->tok) != SQLITE_OK) {
+        free(t);
+        rc = error_set("cannot create SQLite's porter tokenizer");
+        goto cleanup;
+    }
+    stem_stop_words(t);
+    m->tok = t;
+cleanup:
+    return rc;
+}
+
+void memory_tokenizer_free(struct memory_tokenizer *tok)
+{
+    if (!tok)
+        return;
+    tok->api.xDelete(tok->tok);
+    for (size_t i = 0; i < tok->nstops; i++)
+        free(tok->stops[i]);
+    free(tok->stops);
+    free(tok);
+}
+
+struct token_ctx {
+    memory_token_cb cb;
+    void *ud;
+    int rc;
+};
+
+static int on_token(void *ctx, int tflags, const char *token, int len, int start, int end)
+{
+    (void)start;
+    (void)end;
+    struct token_ctx *c = ctx;
+    if (tflags & FTS5_TOKEN_COLOCATED)
+        return SQLITE_OK;
+    c->rc = c->cb(token, len, c->ud);
+    return c->rc ? SQLITE_ABORT : SQLITE_OK;
+}
+
+int memory_tokenize(struct memory *m, const char *text, size_t len, memory_token_cb cb, void *ud)
+{
+    if (tokenizer_open(m) < 0)
+        return TH_ERR;
+    if (len > MEMORY_MAX_TEXT)
+        len = MEMORY_MAX_TEXT;
+    struct token_ctx c = {cb, ud, 0};
+    int rc =
+        m->tok->api.xTokenize(m->tok->tok, &c, FTS5_TOKENIZE_DOCUMENT, text, (int)len, on_token);
+    if (c.rc)
+        return c.rc;
+    if (rc != SQLITE_OK)
+        return error_set("cannot tokenize text (SQLite error %d)", rc);
+    return 0;
+}
+
+/* ---- term vectors ------------------------------------------------------- */
+
+struct term {
+    char *text;
+    int len;
+    double weight; /* tf, then (1 + ln tf) * idf */
+};
+
+struct termvec {
+    struct term *terms;
+    size_t n, cap;
+    double norm;
+};
+
+static int collect_token(const char *token, int len, void *ud)
+{
+    struct termvec *v = ud;
+    if (len <= 0 || len > 200)
+        return 0;
+    if (v->n == v->cap)
+        v->terms = xreallocarray(v->terms, v->cap = v->cap ? v->cap * 2 : 64, sizeof *v->terms);
+    v->terms[v->n++] = (struct term){xstrndup(token, (size_t)len), len, 1};
+    return 0;
+}
+
+static int compare_terms(const void *a, const void *b)
+{
+    return strcmp(((const struct term *)a)->text, ((const struct term *)b)->text);
+}
+
+static void termvec_free(struct termvec *v)
+{
+    for (size_t i = 0; i < v->n; i++)
+        free(v->terms[i].text);
+    free(v->terms);
+    memset(v, 0, sizeof *v);
+}
+
+/* Document frequencies looked up during one call, by term. */
+struct df_cache {
+    char **keys;
+    long *values;
+    size_t cap, used;
+};
+
+static uint64_t hash_str(const char *s)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    return h;
+}
+
+static long *df_slot(struct df_cache *c, const char *term, bool *found)
+{
+    if (c->used * 2 >= c->cap) {
+        struct df_cache bigger = {0};
+        bigger.cap = c->cap ? c->cap * 2 : 256;
+        bigger.keys = xcalloc(bigger.cap, sizeof *bigger.keys);
+        bigger.values = xcalloc(bigger.cap, sizeof *bigger.values);
+        for (size_t i = 0; i < c->cap; i++) {
+            if (!c->keys[i])
+                continue;
+            size_t j = hash_str(c->keys[i]) & (bigger.cap - 1);
+            while (bigger.keys[j])
+                j = (j + 1) & (bigger.cap - 1);
+            bigger.keys[j] = c->keys[i];
+            bigger.values[j] = c->values[i];
+        }
+        bigger.used = c->used;
+        free(c->keys);
+        free(c->values);
+        *c = bigger;
+    }
+    size_t j = hash_str(term) & (c->cap - 1);
+    while (c->keys[j] && strcmp(c->keys[j], term))
+        j = (j + 1) & (c->cap - 1);
+    *found = c->keys[j] != NULL;
+    if (!*found) {
+        c->keys[j] = xstrdup(term);
+        c->used++;
+    }
+    return &c->values[j];
+}
+
+static void df_cache_free(struct df_cache *c)
+{
+    for (size_t i = 0; i < c->cap; i++)
+        free(c->keys[i]);
+    free(c->keys);
+    free(c->values);
+}
+
+static int items_total(struct memory *m, long *out)
+{
+    if (m->items_total < 0) {
+        sqlite3_stmt *st = NULL;
+        if (sqlite3_prepare_v2(m->db, "SELECT count(*) FROM memory_items", -1, &st, NULL) !=
+                SQLITE_OK ||
+            sqlite3_step(st) != SQLITE_ROW) {
+            sqlite3_finalize(st);
+            return memory_db_error(m, "count the items of");
+        }
+        m->items_total = (long)sqlite3_column_int64(st, 0);
+        sqlite3_finalize(st);
+    }
+    *out = m->items_total;
+    return 0;
+}
+
+static int doc_frequency(struct memory *m, struct df_cache *cache, const char *term, long *out)
+{
+    bool found;
+    long *slot = df_slot(cache, term, &found);
+    if (found) {
+        *out = *slot;
+        return 0;
+    }
+    sqlite3_stmt *st = memory_stmt(m, ST_VOCAB_DOC);
+    if (!st)
+        return TH_ERR;
+    sqlite3_bind_text(st, 1, term, -1, SQLITE_STATIC);
+    int step = sqlite3_step(st);
+    *slot = step == SQLITE_ROW ? (long)sqlite3_column_int64(st, 0) : 0;
+    sqlite3_reset(st);
+    if (step != SQLITE_ROW && step != SQLITE_DONE)
+        return memory_db_error(m, "read the index of");
+    *out = *slot;
+    return 0;
+}
+
+/* Tokenizes text into a sorted vector of distinct terms with TF-IDF weights
+ * and its Euclidean norm. */
+static int termvec_build(struct memory *m, struct df_cache *cache, const char *text,
+                         struct termvec *v)
+{
+    memset(v, 0, sizeof *v);
+    int rc = memory_tokenize(m, text, strlen(text), collect_token, v);
+    long total = 0;
+    if (rc < 0 || (rc = items_total(m, &total)) < 0) {
+        termvec_free(v);
+        return rc;
+    }
+    if (v->n == 0)
+        return 0;
+    qsort(v->terms, v->n, sizeof *v->terms, compare_terms);
+    size_t out = 0;
+    for (size_t i = 0; i < v->n; i++) { /* merge runs of equal terms, drop stop words */
+        if (is_stop(m->tok, v->terms[i].text)) {
+            free(v->terms[i].text);
+        } else if (out && !strcmp(v->terms[out - 1].text, v->terms[i].text)) {
+            v->terms[out - 1].weight += 1;
+            free(v->terms[i].text);
+        } else {
+            v->terms[out++] = v->terms[i];
+        }
+    }
+    v->n = out;
+    double sq = 0;
+    for (size_t i = 0; i < v->n; i++) {
+        long df = 0;
+        if ((rc = doc_frequency(m, cache, v->terms[i].text, &df)) < 0) {
+            termvec_free(v);
+            return rc;
+        }
+        if (df > total)
+            df = total;
+        double idf = log((double)(total + 1) / (double)(df + 1)) + 1.0;
+        v->terms[i].weight = (1.0 + log(v->terms[i].weight)) * idf;
+        sq += v->terms[i].weight * v->terms[i].weight;
+    }
+    v->norm = sqrt(sq);
+    return 0;
+}
+
+static double termvec_cosine(const struct termvec *a, const struct termvec *b)
+{
+    if (a->norm == 0 || b->norm == 0)
+        return 0;
+    double dot = 0;
+    size_t i = 0, j = 0;
+    while (i < a->n && j < b->n) {
+        int c = strcmp(a->terms[i].text, b->terms[j].text);
+        if (c == 0)
+            dot += a->terms[i++].weight * b->terms[j++].weight;
+        else if (c < 0)
+            i++;
+        else
+            j++;
+    }
+    double cos = dot / (a->norm * b->norm);
+    return cos > 1 ? 1 : cos;
+}
+
+int memory_text_similarity(struct memory *m, const char *a, const char *b, double *out)
+{
+    struct df_cache cache = {0};
+    struct termvec va, vb;
+    int rc = termvec_build(m, &cache, a, &va);
+    if (rc == 0) {
+        if ((rc = termvec_build(m, &cache, b, &vb)) == 0) {
+            *out = termvec_cosine(&va, &vb);
+            termvec_free(&vb);
+        }
+        termvec_free(&va);
+    }
+    df_cache_free(&cache);
+    return rc;
+}
+
+/* ---- nearest items ------------------------------------------------------ */
+
+static int compare_matches(const void *a, const void *b)
+{
+    const struct memory_match *x = a, *y = b;
+    if (x->similarity != y->similarity)
+        return x->similarity > y->similarity ? -1 : 1;
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+
+int memory_similar(struct memory *m, const char *text, const char *kind, double threshold,
+                   size_t max, struct memory_match **out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    if (kind) {
+        int rc = memory_check_name(memory_item_kinds, "item kind", kind);
+        if (rc < 0)
+            return rc;
+    }
+    struct buf clean;
+    int rc = memory_clean_text(&clean, text, MEMORY_MAX_TEXT, "text", NULL);
+    if (rc < 0)
+        return rc;
+    struct df_cache cache = {0};
+    struct termvec qv = {0};
+    struct memory_match *list = NULL;
+    struct memory_keyword_hit *cands = NULL;
+    size_t len = 0, cap = 0, ncands = 0;
+    sqlite3_stmt *st = NULL;
+    if (max == 0)
+        goto cleanup;
+    /* candidates: the keyword search of recall, bounded on large stores */
+    long limit = max * 4 > 100 ? (long)max * 4 : 100;
+    if ((rc = memory_keyword_search(m, clean.data, kind, limit, &cands, &ncands)) < 0 ||
+        ncands == 0)
+        goto cleanup;
+    if ((rc = termvec_build(m, &cache, clean.data, &qv)) < 0)
+        goto cleanup;
+    if (sqlite3_prepare_v2(m->db, "SELECT kind, title, text FROM memory_items WHERE id = ?1", -1,
+                           &st, NULL) != SQLITE_OK) {
+        rc = memory_db_error(m, "search");
+        goto cleanup;
+    }
+    for (size_t c = 0; c < ncands; c++) {
+        sqlite3_reset(st);
+        sqlite3_bind_int64(st, 1, cands[c].id);
+        int step = sqlite3_step(st);
+        if (step == SQLITE_DONE)
+            continue;
+        if (step != SQLITE_ROW) {
+            rc = memory_db_error(m, "search");
+            goto cleanup;
+        }
+        const char *title = (const char *)sqlite3_column_text(st, 1);
+        const char *body = (const char *)sqlite3_column_text(st, 2);
+        char *doc = xasprintf("%s\n%s", title ? title : "", body ? body : "");
+        struct termvec dv;
+        rc = termvec_build(m, &cache, doc, &dv);
+        free(doc);
+        if (rc < 0)
+            goto cleanup;
+        double sim = termvec_cosine(&qv, &dv);
+        termvec_free(&dv);
+        if (sim < threshold)
+            continue;
+        if (len == cap)
+            list = xreallocarray(list, cap = cap ? cap * 2 : 16, sizeof *list);
+        if (!title || !title[0])
+            title = body;
+        list[len++] = (struct memory_match){cands[c].id, sim, memory_column_dup(st, 0),
+                                            xstrdup(title ? title : "")};
+    }
+    if (len)
+        qsort(list, len, sizeof *list, compare_matches);
+    while (len > max) {
+        len--;
+        free(list[len].kind);
+        free(list[len].title);
+    }
+cleanup:
+    sqlite3_finalize(st);
+    free(cands);
+    termvec_free(&qv);
+    df_cache_free(&cache);
+    buf_free(&clean);
+    if (rc < 0) {
+        memory_matches_free(list, len);
+        return rc;
+    }
+    *out = list;
+    *n = len;
+    return 0;
+}
+
+int memory_similar_vector(struct memory *m, const float *vec, int dim, const char *model,
+                          const char *kind, double threshold, size_t max, struct memory_match **out,
+                          size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    if (kind) {
+        int rc = memory_check_name(memory_item_kinds, "item kind", kind);
+        if (rc < 0)
+            return rc;
+    }
+    sqlite3_stmt *st = NULL;
+    struct memory_match *list = NULL;
+    size_t len = 0, cap = 0;
+    int rc = 0, step;
+    if (sqlite3_prepare_v2(m->db,
+                           "SELECT i.id, i.kind, i.title, i.text, e.vector FROM memory_embeddings e"
+                           " JOIN memory_items i ON i.id = e.item_id"
+                           " WHERE e.model = ?1 AND e.dim = ?2 AND (?3 IS NULL OR i.kind = ?3)",
+                           -1, &st, NULL) != SQLITE_OK) {
+        rc = memory_db_error(m, "read embeddings from");
+        goto cleanup;
+    }
+    sqlite3_bind_text(st, 1, model, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 2, dim);
+    memory_bind_text(st, 3, kind);
+    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+        const float *v = sqlite3_column_blob(st, 4);
+        if (!v || sqlite3_column_bytes(st, 4) != dim * (int)sizeof(float))
+            continue;
+        double sim = memory_cosine(vec, v, dim);
+        if (sim < threshold)
+            continue;
+        const char *title = (const char *)sqlite3_column_text(st, 2);
+        if (!title || !title[0])
+            title = (const char *)sqlite3_column_text(st, 3);
+        if (len == cap)
+            list = xreallocarray(list, cap = cap ? cap * 2 : 16, sizeof *list);
+        list[len++] = (struct memory_match){sqlite3_column_int64(st, 0), sim,
+                                            memory_column_dup(st, 1), xstrdup(title ? title : "")};
+    }
+    if (step != SQLITE_DONE) {
+        rc = memory_db_error(m, "read embeddings from");
+        goto cleanup;
+    }
+    if (len)
+        qsort(list, len, sizeof *list, compare_matches);
+    while (len > max) {
+        len--;
+        free(list[len].kind);
+        free(list[len].title);
+    }
+cleanup:
+    sqlite3_finalize(st);
+    if (rc < 0) {
+        memory_matches_free(list, len);
+        return rc;
+    }
+    *out = list;
+    *n = len;
+    return 0;
+}
+
+void memory_matches_free(struct memory_match *list, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(list[i].kind);
+        free(list[i].title);
+    }
+    free(list);
+}

@@ -1,0 +1,347 @@
+/*
+ * memory_bench: the measurements behind scripts/bench/memory.sh, on the real
+ * memory API (memory.h) and a real store (WAL, synchronous=NORMAL).
+ *
+ * Synthetic text: a vocabulary of 30,000 pseudo-words drawn with a Zipf
+ * distribution (exponent 1), 8 words of title and 40 of text per item,
+ * importance uniform in [0, 1], creation times spread over a year; every
+ * item after the first cites one earlier item and is "similar" to another,
+ * so that spreading activation has links to follow. Everything is
+ * deterministic (item i always has the same text).
+ *
+ *   memory_bench insert DB FROM TO      add items FROM..TO-1 in transactions
+ *                                       of 10,000; prints items/s and links/s
+ *   memory_bench embed DB DIM FROM TO   store DIM-float embeddings for them
+ *   memory_bench recall DB N SET [DIM]  N recalls (k = 10, default tuning);
+ *                                       SET is "typical" (3 words of Zipf rank
+ *                                       200..30,000) or "frequent" (3 words of
+ *                                       rank 20..200); DIM > 0 adds a query
+ *                                       vector; prints p50, p99, mean and the
+ *                                       process's peak RSS
+ *   memory_bench size DB                database bytes, per item, and the share
+ *                                       of embeddings (from dbstat)
+ *
+ * For experiments: BENCH_NO_LINKS=1 inserts items without links, and
+ * BENCH_PRAGMA="PRAGMA ..." runs SQL on the connection after it opens.
+ * Depends on memory, store, error and SQLite.
+ */
+#include "error.h"
+#include "memory.h"
+#include "store.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#define VOCAB       30000
+#define TITLE_WORDS 8
+#define TEXT_WORDS  40
+#define BATCH       10000
+#define YEAR_MS     (365LL * 24 * 3600 * 1000)
+#define NOW_MS      1735689600000LL /* 2025-01-01, fixed so runs compare */
+
+static double cumulative[VOCAB];
+
+static uint64_t rng_state;
+
+static uint64_t rng(void)
+{
+    uint64_t x = rng_state;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return rng_state = x;
+}
+
+static void seed(uint64_t s)
+{
+    rng_state = s * 0x9e3779b97f4a7c15ULL + 0x1234567ULL;
+    for (int i = 0; i < 4; i++)
+        rng();
+}
+
+static double uniform(void)
+{
+    return (double)(rng() >> 11) / (double)(1ULL << 53);
+}
+
+static void zipf_init(void)
+{
+    double sum = 0;
+    for (int r = 0; r < VOCAB; r++)
+        cumulative[r] = sum += 1.0 / (r + 1);
+    for (int r = 0; r < VOCAB; r++)
+        cumulative[r] /= sum;
+}
+
+static int zipf(void)
+{
+    double u = uniform();
+    int lo = 0, hi = VOCAB - 1;
+    while (lo < hi) {
+        int mid = (lo + hi) / 2;
+        if (cumulative[mid] < u)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* Word r as syllables: distinct for every r, 2 to 4 syllables. */
+static void word(int r, char *out)
+{
+    static const char *const syl[] = {"ka", "lo", "mi", "ne", "ru", "sa", "ti", "vo", "ze", "da",
+                                      "fe", "go", "hu", "ji", "po", "qi", "wa", "xu", "ye", "bo"};
+    int n = r + 400; /* at least two syllables */
+    out[0] = '\0';
+    while (n > 0) {
+        strcat(out, syl[n % 20]);
+        n /= 20;
+    }
+}
+
+static void words(int count, char *out)
+{
+    char w[16];
+    out[0] = '\0';
+    for (int i = 0; i < count; i++) {
+        word(zipf(), w);
+        if (i)
+            strcat(out, " ");
+        strcat(out, w);
+    }
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static int64_t fixed_clock(void *ud)
+{
+    (void)ud;
+    return NOW_MS;
+}
+
+static int open_memory(const char *path, struct store **s, struct memory **m)
+{
+    store_reset_migrations();
+    memory_register_migrations();
+    if (store_open(s, path) < 0 || memory_new(m, *s, NULL) < 0) {
+        fprintf(stderr, "memory_bench: %s\n", error_message());
+        return -1;
+    }
+    memory_set_clock(*m, fixed_clock, NULL);
+    if (getenv("BENCH_PRAGMA"))
+        sqlite3_exec((*s)->db, getenv("BENCH_PRAGMA"), NULL, NULL, NULL);
+    return 0;
+}
+
+static int fail(void)
+{
+    fprintf(stderr, "memory_bench: %s\n", error_message());
+    return 1;
+}
+
+static int cmd_insert(const char *path, long from, long to)
+{
+    struct store *s;
+    struct memory *m;
+    if (open_memory(path, &s, &m) < 0)
+        return 1;
+    static char title[TITLE_WORDS * 16], text[TEXT_WORDS * 16];
+    double t0 = now_s(), link_time = 0;
+    long links = 0;
+    for (long i = from; i < to; i++) {
+        if ((i - from) % BATCH == 0 && memory_begin(m) < 0)
+            return fail();
+        seed((uint64_t)i + 1);
+        words(TITLE_WORDS, title);
+        words(TEXT_WORDS, text);
+        struct memory_item it;
+        memory_item_init(&it);
+        it.kind = i % 3 ? "paper" : "note";
+        it.title = title;
+        it.text = text;
+        it.importance = uniform();
+        it.created_ms = NOW_MS - (int64_t)(uniform() * YEAR_MS);
+        int64_t id;
+        if (memory_item_add(m, &it, &id, NULL) < 0)
+            return fail();
+        if (id > 2 && !getenv("BENCH_NO_LINKS")) { /* ids are 1..N in insertion order */
+            double l0 = now_s();
+            int64_t a = 1 + (int64_t)(uniform() * (double)(id - 1));
+            int64_t b = 1 + (int64_t)(uniform() * (double)(id - 1));
+            if (memory_link_set(m, id, a, "cites", 1.0) < 0 ||
+                (b != a && memory_link_set(m, id, b, "similar", 0.5) < 0))
+                return fail();
+            links += 1 + (b != a);
+            link_time += now_s() - l0;
+        }
+        if ((i - from + 1) % BATCH == 0 || i + 1 == to)
+            if (memory_commit(m) < 0)
+                return fail();
+    }
+    double total = now_s() - t0;
+    long n = to - from;
+    printf("inserted %ld items in %.2f s: %.0f items/s with links (%ld links, %.2f s of the "
+           "time), %.0f items/s without the link writes\n",
+           n, total, n / total, links, link_time, n / (total - link_time));
+    memory_free(m);
+    store_close(s);
+    return 0;
+}
+
+static void random_unit(float *v, int dim)
+{
+    double norm = 0;
+    for (int i = 0; i < dim; i++) {
+        v[i] = (float)(uniform() * 2 - 1);
+        norm += (double)v[i] * v[i];
+    }
+    for (int i = 0; i < dim; i++)
+        v[i] = (float)(v[i] / sqrt(norm));
+}
+
+static int cmd_embed(const char *path, int dim, long from, long to)
+{
+    struct store *s;
+    struct memory *m;
+    if (open_memory(path, &s, &m) < 0)
+        return 1;
+    float *v = malloc((size_t)dim * sizeof *v);
+    double t0 = now_s();
+    for (long i = from; i < to; i++) {
+        if ((i - from) % BATCH == 0 && memory_begin(m) < 0)
+            return fail();
+        seed((uint64_t)i * 7 + 3);
+        random_unit(v, dim);
+        if (memory_embedding_put(m, i + 1, "bench", v, dim) < 0)
+            return fail();
+        if ((i - from + 1) % BATCH == 0 || i + 1 == to)
+            if (memory_commit(m) < 0)
+                return fail();
+    }
+    double total = now_s() - t0;
+    printf("stored %ld embeddings of %d dimensions in %.2f s: %.0f/s\n", to - from, dim, total,
+           (to - from) / total);
+    free(v);
+    memory_free(m);
+    store_close(s);
+    return 0;
+}
+
+static int compare_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static int cmd_recall(const char *path, int n, const char *set, int dim)
+{
+    struct store *s;
+    struct memory *m;
+    if (open_memory(path, &s, &m) < 0)
+        return 1;
+    bool frequent = !strcmp(set, "frequent");
+    int lo = frequent ? 20 : 200, hi = frequent ? 200 : VOCAB;
+    double *ms = calloc((size_t)n, sizeof *ms);
+    float *q = dim > 0 ? malloc((size_t)dim * sizeof *q) : NULL;
+    long hits_total = 0, activated = 0;
+    for (int i = 0; i < n; i++) {
+        seed(1000003ULL + (uint64_t)i);
+        char query[64] = "", w[16];
+        for (int j = 0; j < 3; j++) {
+            word(lo + (int)(uniform() * (hi - lo)), w);
+            strcat(query, j ? " " : "");
+            strcat(query, w);
+        }
+        if (q)
+            random_unit(q, dim);
+        struct memory_recall_options o = {
+            .query = query, .k = 10, .query_vec = q, .dim = dim, .model = "bench"};
+        struct memory_hit *hits;
+        size_t nh;
+        double t0 = now_s();
+        if (memory_recall(m, &o, &hits, &nh) < 0)
+            return fail();
+        ms[i] = (now_s() - t0) * 1000;
+        hits_total += (long)nh;
+        for (size_t j = 0; j < nh; j++)
+            activated += hits[j].activation > 0;
+        memory_hits_free(hits, nh);
+    }
+    qsort(ms, (size_t)n, sizeof *ms, compare_double);
+    double sum = 0;
+    for (int i = 0; i < n; i++)
+        sum += ms[i];
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    printf("%d recalls (%s words%s): p50 %.2f ms, p99 %.2f ms, mean %.2f ms, max %.2f ms; "
+           "%.1f hits each, %.1f with activation; peak RSS %.1f MiB\n",
+           n, set, dim > 0 ? ", with a query vector" : "", ms[n / 2], ms[(int)ceil(n * 0.99) - 1],
+           sum / n, ms[n - 1], (double)hits_total / n, (double)activated / n,
+           ru.ru_maxrss / 1024.0);
+    free(ms);
+    free(q);
+    memory_free(m);
+    store_close(s);
+    return 0;
+}
+
+static long query_long(struct store *s, const char *sql)
+{
+    sqlite3_stmt *st;
+    long v = -1;
+    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+        v = (long)sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return v;
+}
+
+static int cmd_size(const char *path)
+{
+    struct store *s;
+    struct memory *m;
+    if (open_memory(path, &s, &m) < 0)
+        return 1;
+    long items = query_long(s, "SELECT count(*) FROM memory_items");
+    long bytes = query_long(s, "SELECT page_count * page_size FROM pragma_page_count(), "
+                               "pragma_page_size()");
+    long emb = query_long(s, "SELECT coalesce(sum(pgsize), 0) FROM dbstat WHERE name IN "
+                             "('memory_embeddings', 'memory_embeddings_model', "
+                             "'sqlite_autoindex_memory_embeddings_1')");
+    long fts = query_long(s, "SELECT coalesce(sum(pgsize), 0) FROM dbstat WHERE name LIKE "
+                             "'memory_fts%'");
+    printf("%ld items, %.1f MiB: %.0f bytes per item (%.0f without embeddings, of which %.0f "
+           "for the full-text index)\n",
+           items, bytes / 1048576.0, (double)bytes / items, (double)(bytes - emb) / items,
+           (double)fts / items);
+    memory_free(m);
+    store_close(s);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    zipf_init();
+    if (argc == 5 && !strcmp(argv[1], "insert"))
+        return cmd_insert(argv[2], atol(argv[3]), atol(argv[4]));
+    if (argc == 6 && !strcmp(argv[1], "embed"))
+        return cmd_embed(argv[2], atoi(argv[3]), atol(argv[4]), atol(argv[5]));
+    if ((argc == 5 || argc == 6) && !strcmp(argv[1], "recall"))
+        return cmd_recall(argv[2], atoi(argv[3]), argv[4], argc == 6 ? atoi(argv[5]) : 0);
+    if (argc == 3 && !strcmp(argv[1], "size"))
+        return cmd_size(argv[2]);
+    fprintf(stderr, "usage: memory_bench insert DB FROM TO | embed DB DIM FROM TO |\n"
+                    "       recall DB N typical|frequent [DIM] | size DB\n");
+    return 2;
+}

@@ -1,0 +1,1113 @@
+/* Tests of memory: the episodic store is append-only and queryable; items
+ * survive invalid UTF-8 and absurd sizes; recall ranks a hand-made corpus
+ * with known answers; recency and importance reorder as configured;
+ * spreading activation surfaces an item reachable only through a link;
+ * the Hebbian update and link decay follow the documented formulas; a
+ * second connection reads while the first writes; a killed writer loses
+ * nothing committed; doctor finds damage; export and import round-trip. */
+#include "check.h"
+#include "error.h"
+#include "memory.h"
+#include "store.h"
+#include "utf8.h"
+
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static char dir[] = "/tmp/thalamus-test-memory-XXXXXX";
+static int64_t fake_now = 1700000000000LL; /* 2023-11-14 */
+
+#define HOUR_MS ((int64_t)3600000)
+#define DAY_MS  (24 * HOUR_MS)
+
+static int64_t fake_clock(void *ud)
+{
+    (void)ud;
+    return fake_now;
+}
+
+static const char *db_path(const char *name)
+{
+    static char path[256];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    return path;
+}
+
+struct fixture {
+    struct store *store;
+    struct memory *mem;
+};
+
+static void open_fixture(struct fixture *f, const char *name, bool fresh)
+{
+    if (fresh) {
+        char p[300];
+        unlink(db_path(name));
+        snprintf(p, sizeof p, "%s-wal", db_path(name));
+        unlink(p);
+        snprintf(p, sizeof p, "%s-shm", db_path(name));
+        unlink(p);
+    }
+    store_reset_migrations();
+    memory_register_migrations();
+    f->store = NULL;
+    f->mem = NULL;
+    if (store_open(&f->store, db_path(name)) < 0) {
+        fprintf(stderr, "  %s\n", error_message());
+        REQUIRE(!"store_open");
+    }
+    REQUIRE(memory_new(&f->mem, f->store, NULL) == 0);
+    memory_set_clock(f->mem, fake_clock, NULL);
+}
+
+static void close_fixture(struct fixture *f)
+{
+    memory_free(f->mem);
+    store_close(f->store);
+}
+
+static int64_t add(struct memory *m, const char *kind, const char *title, const char *text,
+                   double importance)
+{
+    struct memory_item it;
+    memory_item_init(&it);
+    it.kind = (char *)kind;
+    it.title = (char *)title;
+    it.text = (char *)text;
+    it.importance = importance;
+    int64_t id = 0;
+    if (memory_item_add(m, &it, &id, NULL) < 0)
+        fprintf(stderr, "  add: %s\n", error_message());
+    return id;
+}
+
+static int query_int(struct store *s, const char *sql)
+{
+    sqlite3_stmt *st;
+    int v = -1;
+    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+        v = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    return v;
+}
+
+static bool near(double a, double b)
+{
+    return fabs(a - b) < 1e-9;
+}
+
+#define CHECK_NEAR(a, b)                                                                           \
+    do {                                                                                           \
+        double check_x_ = (a), check_y_ = (b);                                                     \
+        if (!near(check_x_, check_y_))                                                             \
+            CHECK_FAIL("%s == %s: %.12g != %.12g", #a, #b, check_x_, check_y_);                    \
+    } while (0)
+
+/* ---- stores ----------------------------------------------------------------- */
+
+static void test_item_round_trip(void)
+{
+    struct fixture f;
+    open_fixture(&f, "items.db", true);
+    struct memory_item it;
+    memory_item_init(&it);
+    it.kind = "note";
+    it.title = "A title";
+    it.text = "Body text";
+    it.tags = "alice bob";
+    it.source = "user";
+    it.metadata = "{\"year\": 2020}";
+    it.importance = 0.75;
+    int64_t id = 0;
+    REQUIRE(memory_item_add(f.mem, &it, &id, NULL) == 0);
+    struct memory_item got;
+    REQUIRE(memory_item_get(f.mem, id, &got) == 0);
+    CHECK_EQ_STR(got.kind, "note");
+    CHECK_EQ_STR(got.title, "A title");
+    CHECK_EQ_STR(got.text, "Body text");
+    CHECK_EQ_STR(got.tags, "alice bob");
+    CHECK_EQ_STR(got.source, "user");
+    CHECK_EQ_STR(got.metadata, "{\"year\": 2020}");
+    CHECK_NEAR(got.importance, 0.75);
+    CHECK_EQ_INT(got.created_ms, fake_now);
+    CHECK_EQ_INT(got.accessed_ms, fake_now);
+    CHECK_EQ_INT(got.access_count, 0);
+    CHECK_EQ_INT(strlen(got.uid), 32);
+    CHECK(strspn(got.uid, "0123456789abcdef") == 32);
+    int64_t by_uid = 0;
+    CHECK(memory_item_by_uid(f.mem, got.uid, &by_uid) == 0 && by_uid == id);
+    memory_item_clear(&got);
+
+    /* refusals: unknown kind (with a suggestion), bad importance, bad metadata */
+    it.kind = "nots";
+    CHECK(memory_item_add(f.mem, &it, &id, NULL) == TH_EUSAGE);
+    CHECK_CONTAINS(error_message(), "did you mean 'note'?");
+    it.kind = "note";
+    it.importance = 1.5;
+    CHECK(memory_item_add(f.mem, &it, &id, NULL) == TH_EUSAGE);
+    it.importance = 0.5;
+    it.metadata = "[1, 2]";
+    CHECK(memory_item_add(f.mem, &it, &id, NULL) == TH_EUSAGE);
+    CHECK_CONTAINS(error_message(), "metadata must be a JSON object");
+    CHECK(memory_item_get(f.mem, 999, &got) == TH_ENOTFOUND);
+    close_fixture(&f);
+}
+
+static void test_episodes_append_only(void)
+{
+    struct fixture f;
+    open_fixture(&f, "episodes.db", true);
+    const char *kinds[] = {"idea", "experiment", "result", "idea"};
+    for (int i = 0; i < 4; i++) {
+        struct memory_episode ep = {0};
+        ep.run = i < 3 ? "run-1" : "run-2";
+        ep.node = i == 1 ? "n2" : "n1";
+        ep.agent = "planner";
+        ep.kind = (char *)kinds[i];
+        ep.text = "something happened";
+        ep.payload = i == 2 ? "{\"accuracy\": 0.9}" : NULL;
+        ep.importance = 0.5;
+        ep.time_ms = fake_now + i * HOUR_MS;
+        int64_t id;
+        REQUIRE(memory_episode_add(f.mem, &ep, &id) == 0);
+    }
+    /* queries by run, node, kind and time range */
+    struct memory_episode *list = NULL;
+    size_t n = 0;
+    struct memory_episode_filter by_run = {.run = "run-1"};
+    REQUIRE(memory_episodes(f.mem, &by_run, &list, &n) == 0);
+    CHECK_EQ_INT(n, 3);
+    CHECK(n == 3 && list[0].time_ms < list[1].time_ms && list[1].time_ms < list[2].time_ms);
+    CHECK(n == 3 && list[2].payload && strstr(list[2].payload, "0.9"));
+    memory_episodes_free(list, n);
+    struct memory_episode_filter by_node = {.run = "run-1", .node = "n2"};
+    REQUIRE(memory_episodes(f.mem, &by_node, &list, &n) == 0);
+    CHECK(n == 1 && !strcmp(list[0].kind, "experiment"));
+    memory_episodes_free(list, n);
+    struct memory_episode_filter by_kind = {.kind = "idea"};
+    REQUIRE(memory_episodes(f.mem, &by_kind, &list, &n) == 0);
+    CHECK_EQ_INT(n, 2);
+    memory_episodes_free(list, n);
+    struct memory_episode_filter by_time = {.since_ms = fake_now + HOUR_MS,
+                                            .until_ms = fake_now + 3 * HOUR_MS};
+    REQUIRE(memory_episodes(f.mem, &by_time, &list, &n) == 0);
+    CHECK(n == 2 && !strcmp(list[0].kind, "experiment") && !strcmp(list[1].kind, "result"));
+    memory_episodes_free(list, n);
+
+    /* the history is never rewritten */
+    char *err = NULL;
+    CHECK(sqlite3_exec(f.store->db, "UPDATE memory_episodes SET text = 'rewritten'", NULL, NULL,
+                       &err) != SQLITE_OK);
+    CHECK_CONTAINS(err, "append-only");
+    sqlite3_free(err);
+    err = NULL;
+    CHECK(sqlite3_exec(f.store->db, "DELETE FROM memory_episodes WHERE id = 1", NULL, NULL, &err) !=
+          SQLITE_OK);
+    CHECK_CONTAINS(err, "append-only");
+    sqlite3_free(err);
+    CHECK_EQ_INT(query_int(f.store, "SELECT count(*) FROM memory_episodes"), 4);
+    CHECK_EQ_INT(query_int(f.store, "SELECT count(*) FROM memory_episodes WHERE text = "
+                                    "'rewritten'"),
+                 0);
+    /* a bad kind or payload is refused */
+    struct memory_episode bad = {.kind = "dream", .text = "x", .importance = 0.5};
+    int64_t id;
+    CHECK(memory_episode_add(f.mem, &bad, &id) == TH_EUSAGE);
+    bad.kind = "result";
+    bad.payload = "{not json";
+    CHECK(memory_episode_add(f.mem, &bad, &id) == TH_EUSAGE);
+    close_fixture(&f);
+}
+
+static void test_utf8_repair(void)
+{
+    struct {
+        const char *in;
+        size_t n;
+        const char *out;
+    } cases[] = {
+        {"plain", 5, "plain"},
+        {"caf\xc3\xa9", 5, "caf\xc3\xa9"},
+        {"a\xff"
+         "b",
+         3,
+         "a\xef\xbf\xbd"
+         "b"},
+        {"\xc0\xaf", 2, "\xef\xbf\xbd\xef\xbf\xbd"},                 /* overlong: two bytes bad */
+        {"x\xe2\x82", 3, "x\xef\xbf\xbd"},                           /* truncated: one U+FFFD */
+        {"\xed\xa0\x80", 3, "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"}, /* a surrogate */
+        {"\xf4\x90\x80\x80", 4,
+         "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"}, /* above U+10FFFF */
+        {"a\0b", 3,
+         "a\xef\xbf\xbd"
+         "b"},                                       /* NUL */
+        {"\xf0\x9f\x98\x80", 4, "\xf0\x9f\x98\x80"}, /* an emoji */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct buf b;
+        buf_init(&b, 0);
+        bool repaired = false;
+        REQUIRE(utf8_repair(&b, cases[i].in, cases[i].n, &repaired) == 0);
+        CHECK_EQ_STR(buf_str(&b), cases[i].out);
+        CHECK(repaired == (b.len != cases[i].n || memcmp(b.data, cases[i].in, b.len) != 0));
+        CHECK(utf8_valid(buf_str(&b), b.len));
+        buf_free(&b);
+    }
+    CHECK_EQ_INT(utf8_truncate("ab\xc3\xa9", 4, 3), 2);
+}
+
+static void test_invalid_utf8_and_sizes(void)
+{
+    struct fixture f;
+    open_fixture(&f, "utf8.db", true);
+    struct memory_item it;
+    memory_item_init(&it);
+    it.kind = "note";
+    it.title = "bro\xffken \xc3";
+    it.text = "gradient \xfe\xfe clipping \xed\xa0\x80 helps";
+    int64_t id;
+    bool repaired = false;
+    REQUIRE(memory_item_add(f.mem, &it, &id, &repaired) == 0);
+    CHECK(repaired);
+    struct memory_item got;
+    REQUIRE(memory_item_get(f.mem, id, &got) == 0);
+    CHECK(utf8_valid(got.text, strlen(got.text)));
+    CHECK(utf8_valid(got.title, strlen(got.title)));
+    CHECK_CONTAINS(got.text, "gradient \xef\xbf\xbd\xef\xbf\xbd clipping");
+    memory_item_clear(&got);
+    /* the index works on the repaired text */
+    struct memory_recall_options o = {.query = "clipping \xff", .k = 5, .no_touch = true};
+    struct memory_hit *hits;
+    size_t n;
+    REQUIRE(memory_recall(f.mem, &o, &hits, &n) == 0);
+    CHECK(n == 1 && hits[0].item.id == id);
+    memory_hits_free(hits, n);
+
+    /* large text is fine; absurd text is refused with a clear message */
+    size_t big = (size_t)2 << 20;
+    char *text = malloc(MEMORY_MAX_TEXT + 2);
+    REQUIRE(text);
+    for (size_t i = 0; i < big; i++)
+        text[i] = "abcd efgh "[i % 10];
+    text[big] = '\0';
+    it.title = "big";
+    it.text = text;
+    CHECK(memory_item_add(f.mem, &it, &id, NULL) == 0);
+    memset(text, 'x', MEMORY_MAX_TEXT + 1);
+    text[MEMORY_MAX_TEXT + 1] = '\0';
+    CHECK(memory_item_add(f.mem, &it, &id, NULL) == TH_EUSAGE);
+    CHECK_CONTAINS(error_message(), "larger than the limit of 8388608 bytes");
+    free(text);
+    close_fixture(&f);
+}
+
+/* ---- recall ------------------------------------------------------------------ */
+
+/* A hand-made corpus: each query below has one right answer. */
+static const struct {
+    const char *kind, *title, *text;
+} corpus[] = {
+    {"paper", "Dropout: a simple way to prevent neural networks from overfitting",
+     "Randomly dropping units during training prevents co-adaptation and reduces overfitting."},
+    {"paper", "Adam: a method for stochastic optimization",
+     "An optimizer with adaptive estimates of first and second moments of the gradients."},
+    {"paper", "Batch normalization",
+     "Normalizing layer inputs over a mini-batch reduces internal "
+     "covariate shift and allows higher learning rates."},
+    {"idea", "Cosine learning rate schedule",
+     "Anneal the learning rate along a cosine curve with warm restarts."},
+    {"insight", "Label smoothing helps calibration",
+     "Soft targets made the classifier less overconfident on the spirals task."},
+    {"note", "GPU memory", "Mixed precision halves activation memory on the GPU."},
+    {"concept", "Attention", "Weights over positions computed from query and key similarity."},
+    {"experiment", "Wider hidden layer",
+     "Doubling hidden units from 16 to 32 raised accuracy from 0.91 to 0.94."},
+};
+
+static int64_t corpus_ids[sizeof corpus / sizeof corpus[0]];
+
+static void load_corpus(struct fixture *f)
+{
+    for (size_t i = 0; i < sizeof corpus / sizeof corpus[0]; i++)
+        corpus_ids[i] = add(f->mem, corpus[i].kind, corpus[i].title, corpus[i].text, 0.5);
+}
+
+static int64_t top_hit(struct memory *m, const char *query, const char *kind)
+{
+    struct memory_recall_options o = {.query = query, .kind = kind, .k = 3, .no_touch = true};
+    struct memory_hit *hits = NULL;
+    size_t n = 0;
+    if (memory_recall(m, &o, &hits, &n) < 0) {
+        fprintf(stderr, "  recall: %s\n", error_message());
+        return -1;
+    }
+    int64_t id = n ? hits[0].item.id : 0;
+    memory_hits_free(hits, n);
+    return id;
+}
+
+static void test_recall_known_answers(void)
+{
+    struct fixture f;
+    open_fixture(&f, "recall.db", true);
+    load_corpus(&f);
+    CHECK_EQ_INT(top_hit(f.mem, "how to stop overfitting with dropout", NULL), corpus_ids[0]);
+    CHECK_EQ_INT(top_hit(f.mem, "adaptive optimizer for gradients", NULL), corpus_ids[1]);
+    CHECK_EQ_INT(top_hit(f.mem, "normalization of mini-batches", NULL), corpus_ids[2]);
+    CHECK_EQ_INT(top_hit(f.mem, "learning rate schedules", NULL), corpus_ids[3]);
+    CHECK_EQ_INT(top_hit(f.mem, "overconfident classifier", NULL), corpus_ids[4]);
+    CHECK_EQ_INT(top_hit(f.mem, "GPU memory mixed precision", NULL), corpus_ids[5]);
+    CHECK_EQ_INT(top_hit(f.mem, "hidden units accuracy", NULL), corpus_ids[7]);
+    /* the kind filter: "learning rate" also matches the batch-norm paper */
+    CHECK_EQ_INT(top_hit(f.mem, "learning rate", "paper"), corpus_ids[2]);
+    CHECK_EQ_INT(top_hit(f.mem, "learning rate", "idea"), corpus_ids[3]);
+    /* nothing matches: no hits, no error */
+    CHECK_EQ_INT(top_hit(f.mem, "quantum chromodynamics", NULL), 0);
+    CHECK_EQ_INT(top_hit(f.mem, "", NULL), 0);
+
+    /* the breakdown adds up */
+    struct memory_recall_options o = {.query = "dropout overfitting", .k = 8, .no_touch = true};
+    struct memory_hit *hits;
+    size_t n;
+    REQUIRE(memory_recall(f.mem, &o, &hits, &n) == 0);
+    REQUIRE(n >= 1);
+    CHECK_NEAR(hits[0].relevance, 1.0);
+    CHECK(hits[0].bm25 < 0);
+    CHECK_EQ_INT(hits[0].keyword_rank, 1);
+    for (size_t i = 0; i < n; i++) {
+        CHECK_NEAR(hits[i].score, hits[i].relevance_part + hits[i].recency_part +
+                                      hits[i].importance_part + hits[i].activation_part);
+        CHECK_NEAR(hits[i].relevance_part, 1.0 * hits[i].relevance);
+        CHECK_NEAR(hits[i].importance_part, 0.5 * hits[i].importance);
+        if (i)
+            CHECK(hits[i - 1].score >= hits[i].score);
+    }
+    memory_hits_free(hits, n);
+
+    /* on a small store the ranking is exactly FTS5's bm25(), deletions too */
+    for (int round = 0; round < 2; round++) {
+        if (round == 1)
+            REQUIRE(memory_item_forget(f.mem, corpus_ids[6]) == 0);
+        struct memory_recall_options all = {
+            .query = "learning rate networks", .k = 8, .no_touch = true};
+        REQUIRE(memory_recall(f.mem, &all, &hits, &n) == 0);
+        REQUIRE(n >= 3);
+        sqlite3_stmt *st;
+        REQUIRE(sqlite3_prepare_v2(f.store->db,
+                                   "SELECT bm25(memory_fts, 2.0, 1.0, 0.5) FROM memory_fts"
+                                   " WHERE memory_fts MATCH '\"learning\" OR \"rate\" OR"
+                                   " \"networks\"' AND rowid = ?1",
+                                   -1, &st, NULL) == SQLITE_OK);
+        for (size_t i = 0; i < n; i++) {
+            if (!hits[i].keyword_rank)
+                continue;
+            sqlite3_reset(st);
+            sqlite3_bind_int64(st, 1, hits[i].item.id);
+            REQUIRE(sqlite3_step(st) == SQLITE_ROW);
+            CHECK(fabs(sqlite3_column_double(st, 0) - hits[i].bm25) < 1e-9);
+        }
+        sqlite3_finalize(st);
+        memory_hits_free(hits, n);
+    }
+    close_fixture(&f);
+}
+
+static void test_fts_query_is_safe(void)
+{
+    char *q = memory_fts_query("the \"dropout\" AND (NEAR overfit*) title:x -y ^z");
+    CHECK_EQ_STR(q, "\"dropout\" OR \"NEAR\" OR \"overfit\" OR \"title\" OR \"x\" OR \"y\" OR "
+                    "\"z\""); /* "the" and "AND" are stop words */
+    free(q);
+    q = memory_fts_query("the of and");
+    CHECK_EQ_STR(q, "\"the\" OR \"of\" OR \"and\"");
+    free(q);
+    q = memory_fts_query("!!! ... ()");
+    CHECK_EQ_STR(q, "");
+    free(q);
+    q = memory_fts_query("Dropout dropout DROPOUT");
+    CHECK_EQ_STR(q, "\"Dropout\"");
+    free(q);
+
+    struct fixture f;
+    open_fixture(&f, "fts.db", true);
+    load_corpus(&f);
+    const char *nasty[] = {"\"unbalanced",
+                           "NEAR(a b",
+                           "a AND OR NOT",
+                           "title:foo",
+                           "*",
+                           "-x",
+                           "^",
+                           "col : \"",
+                           "\xff\xfe\xfd",
+                           "caf\xc3\xa9 r\xc3\xa9sum\xc3\xa9"};
+    for (size_t i = 0; i < sizeof nasty / sizeof nasty[0]; i++)
+        CHECK(top_hit(f.mem, nasty[i], NULL) >= 0);
+    close_fixture(&f);
+}
+
+static void test_recency_and_importance_change_the_order(void)
+{
+    struct fixture f;
+    open_fixture(&f, "order.db", true);
+    int64_t start = fake_now;
+    fake_now = start - 200 * HOUR_MS;
+    int64_t old = add(f.mem, "note", "", "early stopping on validation loss", 0.9);
+    fake_now = start;
+    int64_t fresh = add(f.mem, "note", "", "early stopping on validation loss", 0.1);
+
+    struct memory_recall_options o = {.query = "early stopping", .k = 2, .no_touch = true};
+    struct memory_hit *hits;
+    size_t n;
+    /* equal relevance; recency weighs more than the importance gap */
+    struct memory_params p;
+    memory_params_default(&p);
+    p.weight_recency = 1.0;
+    p.weight_importance = 0.2;
+    memory_set_params(f.mem, &p);
+    REQUIRE(memory_recall(f.mem, &o, &hits, &n) == 0 && n == 2);
+    CHECK_EQ_INT(hits[0].item.id, fresh);
+    CHECK_NEAR(hits[0].recency, 1.0);
+    CHECK_NEAR(hits[1].recency, pow(0.995, 200));
+    CHECK_NEAR(hits[0].relevance, hits[1].relevance);
+    memory_hits_free(hits, n);
+
+    /* importance weighs more: the old, important note comes first */
+    p.weight_recency = 0.2;
+    p.weight_importance = 1.0;
+    memory_set_params(f.mem, &p);
+    REQUIRE(memory_recall(f.mem, &o, &hits, &n) == 0 && n == 2);
+    CHECK_EQ_INT(hits[0].item.id, old);
+    CHECK_NEAR(hits[0].score, 1.0 * hits[0].relevance + 0.2 * pow(0.995, 200) + 1.0 * 0.9);
+    memory_hits_free(hits, n);
+
+    /* a faster decay makes the same 200 hours matter more */
+    p.weight_recency = 1.0;
+    p.weight_importance = 1.0;
+    p.recency_decay = 0.99;
+    memory_set_params(f.mem, &p);
+    REQUIRE(memory_recall(f.mem, &o, &hits, &n) == 0 && n == 2);
+    CHECK_EQ_INT(hits[0].item.id, fresh); /* 1 + 0.1 > 0.99^200 + 0.9 = 1.034 */
+    CHECK_NEAR(hits[1].recency, pow(0.99, 200));
+    memory_hits_free(hits, n);
+    p.recency_decay = 0.999; /* 0.999^200 + 0.9 = 1.719 > 1.1 */
+    memory_set_params(f.mem, &p);
+    REQUIRE(memory_recall(f.mem, &o, &hits, &n) == 0 && n == 2);
+    CHECK_EQ_INT(hits[0].item.id, old);
+    memory_hits_free(hits, n);
+    close_fixture(&f);
+}
+
+static void test_recall_updates_access_statistics(void)
+{
+    struct fixture f;
+    open_fixture(&f, "access.db", true);
+    int64_t id = add(f.mem, "note", "", "weight decay regularises", 0.5);
+    fake_now += 5 * HOUR_MS;
+    struct memory_recall_options o = {.query = "weight decay", .k = 1, .no_touch = true};
+    struct memory_hit *hits;
+    size_t n;
+    REQUIRE(memory_recall(f.mem, &o, &hits, &n) == 0 && n == 1);
+    CHECK_NEAR(hits[0].recency, pow(0.995, 5));
+    memory_hits_free(hits, n);
+    struct memory_item it;
+    REQUIRE(memory_item_get(f.mem, id, &it) == 0);
+    CHECK_EQ_INT(it.access_count, 0);
+    memory_item_clear(&it);
+    o.no_touch = false;
+    REQUIRE(memory_recall(f.mem, &o, &hits, &n) == 0 && n == 1);
+    memory_hits_free(hits, n);
+    REQUIRE(memory_item_get(f.mem, id, &it) == 0);
+    CHECK_EQ_INT(it.access_count, 1);
+    CHECK_EQ_INT(it.accessed_ms, fake_now);
+    memory_item_clear(&it);
+    /* recalled just now: recency is back to 1 */
+    o.no_touch = true;
+    REQUIRE(memory_recall(f.mem, &o, &hits, &n) == 0 && n == 1);
+    CHECK_NEAR(hits[0].recency, 1.0);
+    memory_hits_free(hits, n);
+    close_fixture(&f);
+}
+
+static const struct memory_hit *find_hit(const struct memory_hit *hits, size_t n, int64_t id)
+{
+    for (size_t i = 0; i < n; i++)
+        if (hits[i].item.id == id)
+            return &hits[i];
+    return NULL;
+}
+
+static void test_spreading_activation(void)
+{
+    struct fixture f;
+    open_fixture(&f, "spread.db", true);
+    int64_t seed = add(f.mem, "paper", "Attention is all you need", "transformer attention", 0.5);
+    int64_t linked = add(f.mem, "idea", "Sinusoid positions", "positional encoding", 0.5);
+    int64_t far = add(f.mem, "note", "Rotary", "rotate query and key vectors", 0.5);
+    int64_t other = add(f.mem, "note", "Unrelated", "bananas are yellow", 0.5);
+    REQUIRE(memory_link_set(f.mem, seed, linked, "derived_from", 1.0) == 0);
+    REQUIRE(memory_link_set(f.mem, linked, far, "supports", 1.0) == 0);
+    REQUIRE(memory_link_set(f.mem, linked, other, "similar", 0.5) == 0);
+
+    struct memory_recall_options o = {.query = "attention", .k = 10, .no_touch = true};
+    struct memory_hit *hits;
+    size_t n;
+    struct memory_params p;
+    memory_params_default(&p);
+    p.activation_hops = 0;
+    memory_set_params(f.mem, &p);
+    REQUIRE(memory_recall(f.mem, &o, &hits, &n) == 0);
+    CHECK_EQ_INT(n, 1); /* without activation only the keyword match */
+    memory_hits_free(hits, n);
+
+    p.activation_hops = 1;
+    memory_set_params(f.mem, &p);
+    REQUIRE(memory_recall(f.mem, &o, &hits, &n) == 0);
+    CHECK_EQ_INT(n, 2);
+    const struct memory_hit *h = find_hit(hits, n, linked);
+    REQUIRE(h);
+    CHECK_NEAR(h->relevance, 0);
+    CHECK_NEAR(h->activation, 1.0 * 0.5 * 1.0 / 1); /* energy * decay * weight / fan-out */
+    CHECK_EQ_INT(h->via_id, seed);
+    CHECK_EQ_STR(h->via_type, "derived_from");
+    CHECK_EQ_INT(h->via_hops, 1);
+    CHECK(!find_hit(hits, n, far));
+    memory_hits_free(hits, n);
+
+    p.activation_hops = 2;
+    memory_set_params(f.mem, &p);
+    REQUIRE(memory_recall(f.mem, &o, &hits, &n) == 0);
+    h = find_hit(hits, n, far);
+    REQUIRE(h);
+    /* 0.5 at the middle item, which has 3 links: 0.5 * 0.5 * 1.0 / 3 */
+    CHECK_NEAR(h->activation, 0.5 * 0.5 * 1.0 / 3);
+    CHECK_EQ_INT(h->via_id, linked);
+    CHECK_EQ_INT(h->via_hops, 2);
+    h = find_hit(hits, n, other);
+    REQUIRE(h);
+    CHECK_NEAR(h->activation, 0.5 * 0.5 * 0.5 / 3);
+    CHECK_EQ_STR(h->via_type, "similar");
+    CHECK_EQ_INT(hits[0].item.id, seed);
+    memory_hits_free(hits, n);
+
+    /* with a kind filter the seeds are of that kind, but activation passes
+     * through items of any kind: note -> idea -> note */
+    o.kind = "note";
+    REQUIRE(memory_recall(f.mem, &o, &hits, &n) == 0);
+    CHECK_EQ_INT(n, 0); /* no note matches "attention", so nothing seeds */
+    memory_hits_free(hits, n);
+    o.query = "rotate vectors";
+    REQUIRE(memory_recall(f.mem, &o, &hits, &n) == 0);
+    CHECK_EQ_INT(n, 2);
+    CHECK(n >= 1 && hits[0].item.id == far);
+    CHECK(!find_hit(hits, n, linked));
+    h = find_hit(hits, n, other);
+    REQUIRE(h);
+    CHECK_NEAR(h->activation, 0.5 * 0.5 * 0.5 / 3);
+    CHECK_EQ_INT(h->via_id, linked);
+    memory_hits_free(hits, n);
+    close_fixture(&f);
+}
+
+static void test_hebbian_update_and_decay(void)
+{
+    struct fixture f;
+    open_fixture(&f, "hebb.db", true);
+    int64_t a = add(f.mem, "note", "", "alpha", 0.5);
+    int64_t b = add(f.mem, "note", "", "beta", 0.5);
+    int64_t c = add(f.mem, "note", "", "gamma", 0.5);
+    struct memory_link *links;
+    size_t n;
+
+    int64_t ab[] = {b, a, a}; /* order and duplicates do not matter */
+    REQUIRE(memory_reinforce(f.mem, ab, 3) == 0);
+    REQUIRE(memory_links_of(f.mem, a, &links, &n) == 0 && n == 1);
+    CHECK_EQ_STR(links[0].type, "co_recalled");
+    CHECK_EQ_INT(links[0].src, a); /* symmetric links are stored low id first */
+    CHECK_NEAR(links[0].weight, 0.2);
+    free(links);
+    REQUIRE(memory_reinforce(f.mem, ab, 2) == 0);
+    REQUIRE(memory_links_of(f.mem, a, &links, &n) == 0 && n == 1);
+    CHECK_NEAR(links[0].weight, 0.2 + 0.2 * (1 - 0.2)); /* 0.36 */
+    free(links);
+
+    /* one half-life (30 days) later the weight has halved, lazily */
+    fake_now += 30 * DAY_MS;
+    REQUIRE(memory_links_of(f.mem, a, &links, &n) == 0 && n == 1);
+    CHECK_NEAR(links[0].weight, 0.18);
+    CHECK_NEAR(links[0].stored_weight, 0.36);
+    free(links);
+    /* and the update starts from the decayed weight */
+    REQUIRE(memory_reinforce(f.mem, ab, 2) == 0);
+    REQUIRE(memory_links_of(f.mem, a, &links, &n) == 0 && n == 1);
+    CHECK_NEAR(links[0].weight, 0.18 + 0.2 * (1 - 0.18)); /* 0.344 */
+    CHECK_EQ_INT(links[0].updated_ms, fake_now);
+    free(links);
+    /* ten days: 2^(-10/30) */
+    fake_now += 10 * DAY_MS;
+    REQUIRE(memory_links_of(f.mem, a, &links, &n) == 0 && n == 1);
+    CHECK_NEAR(links[0].weight, 0.344 * pow(0.5, 10.0 / 30.0));
+    free(links);
+
+    /* declared links do not decay */
+    REQUIRE(memory_link_set(f.mem, a, c, "supports", 0.7) == 0);
+    fake_now += 365 * DAY_MS;
+    REQUIRE(memory_links_of(f.mem, c, &links, &n) == 0 && n == 1);
+    CHECK_NEAR(links[0].weight, 0.7);
+    free(links);
+
+    /* three used together: three pairs; an unknown id changes nothing */
+    int64_t abc[] = {a, b, c};
+    REQUIRE(memory_reinforce(f.mem, abc, 3) == 0);
+    CHECK_EQ_INT(query_int(f.store, "SELECT count(*) FROM memory_links WHERE type = "
+                                    "'co_recalled'"),
+                 3);
+    int64_t bad[] = {a, 999};
+    CHECK(memory_reinforce(f.mem, bad, 2) == TH_ENOTFOUND);
+    CHECK_EQ_INT(query_int(f.store, "SELECT count(*) FROM memory_links"), 4);
+    close_fixture(&f);
+}
+
+static void test_keys_references_and_forget(void)
+{
+    struct fixture f;
+    open_fixture(&f, "keys.db", true);
+    int64_t citing = add(f.mem, "paper", "Citing", "we build on earlier work", 0.5);
+    REQUIRE(memory_ref_add(f.mem, citing, "doi:10.1/cited", "cites") == 0);
+    CHECK_EQ_INT(query_int(f.store, "SELECT count(*) FROM memory_refs"), 1);
+    int64_t cited = add(f.mem, "paper", "Cited", "the earlier work", 0.5);
+    REQUIRE(memory_key_add(f.mem, cited, "doi:10.1/cited") == 0);
+    CHECK_EQ_INT(query_int(f.store, "SELECT count(*) FROM memory_refs"), 0);
+    CHECK_EQ_INT(query_int(f.store, "SELECT count(*) FROM memory_links WHERE type = 'cites'"), 1);
+    int64_t holder;
+    CHECK(memory_key_find(f.mem, "doi:10.1/cited", &holder) == 0 && holder == cited);
+    CHECK(memory_key_add(f.mem, citing, "doi:10.1/cited") == TH_EEXISTS);
+    CHECK(memory_key_add(f.mem, cited, "doi:10.1/cited") == 0);
+
+    /* forgetting removes the item, its links, keys and index entries */
+    REQUIRE(memory_item_forget(f.mem, cited) == 0);
+    CHECK_EQ_INT(query_int(f.store, "SELECT count(*) FROM memory_links"), 0);
+    CHECK_EQ_INT(query_int(f.store, "SELECT count(*) FROM memory_keys"), 0);
+    CHECK_EQ_INT(top_hit(f.mem, "earlier work", NULL), citing);
+    CHECK(memory_item_forget(f.mem, cited) == TH_ENOTFOUND);
+    close_fixture(&f);
+}
+
+/* ---- similarity and embeddings ---------------------------------------------- */
+
+static void test_similar_for_novelty(void)
+{
+    struct fixture f;
+    open_fixture(&f, "similar.db", true);
+    load_corpus(&f);
+    int64_t idea = add(f.mem, "idea", "Dropout against overfitting",
+                       "Add dropout layers to reduce overfitting of the spiral classifier", 0.5);
+    add(f.mem, "idea", "Bigger batches", "Increase the batch size to speed up training", 0.5);
+    double sim = 0;
+    REQUIRE(memory_text_similarity(f.mem, "reduce overfitting with dropout layers",
+                                   "dropout layers reduce overfitting", &sim) == 0);
+    CHECK(sim > 0.9);
+    REQUIRE(memory_text_similarity(f.mem, "reduce overfitting with dropout",
+                                   "increase the batch size", &sim) == 0);
+    CHECK_NEAR(sim, 0);
+    struct memory_match *list;
+    size_t n;
+    REQUIRE(memory_similar(f.mem, "use dropout so the classifier overfits less", "idea", 0.3, 5,
+                           &list, &n) == 0);
+    REQUIRE(n >= 1);
+    CHECK_EQ_INT(list[0].id, idea);
+    CHECK_EQ_STR(list[0].kind, "idea");
+    CHECK(list[0].similarity >= 0.3 && list[0].similarity <= 1);
+    for (size_t i = 0; i < n; i++)
+        CHECK_EQ_STR(list[i].kind, "idea"); /* the dropout paper is not an idea */
+    memory_matches_free(list, n);
+    REQUIRE(memory_similar(f.mem, "use dropout so the classifier overfits less", "idea", 0.99, 5,
+                           &list, &n) == 0);
+    CHECK_EQ_INT(n, 0);
+    memory_matches_free(list, n);
+    close_fixture(&f);
+}
+
+static void test_embeddings_fused_by_reciprocal_rank(void)
+{
+    struct fixture f;
+    open_fixture(&f, "embed.db", true);
+    int64_t kw = add(f.mem, "note", "", "contrastive learning of representations", 0.5);
+    int64_t sem = add(f.mem, "note", "", "SimCLR pulls augmented views together", 0.5);
+    int64_t none = add(f.mem, "note", "", "tomato soup recipe", 0.5);
+    float vk[4] = {0.5f, 0.5f, 0, 0}, vs[4] = {1, 0.1f, 0, 0}, vn[4] = {0, 0, 1, 0};
+    REQUIRE(memory_embedding_put(f.mem, kw, "toy", vk, 4) == 0);
+    REQUIRE(memory_embedding_put(f.mem, sem, "toy", vs, 4) == 0);
+    REQUIRE(memory_embedding_put(f.mem, none, "toy", vn, 4) == 0);
+    float *back;
+    int dim;
+    REQUIRE(memory_embedding_get(f.mem, sem, "toy", &back, &dim) == 0);
+    CHECK(dim == 4 && back[0] == 1 && back[1] == 0.1f);
+    free(back);
+    CHECK_NEAR(memory_cosine(vk, vn, 4), 0);
+
+    float q[4] = {1, 0, 0, 0};
+    struct memory_recall_options o = {.query = "contrastive representations",
+                                      .k = 3,
+                                      .query_vec = q,
+                                      .dim = 4,
+                                      .model = "toy",
+                                      .no_touch = true};
+    struct memory_hit *hits;
+    size_t n;
+    struct memory_params p;
+    memory_params_default(&p);
+    p.activation_hops = 0;
+    memory_set_params(f.mem, &p);
+    REQUIRE(memory_recall(f.mem, &o, &hits, &n) == 0);
+    const struct memory_hit *hk = find_hit(hits, n, kw), *hs = find_hit(hits, n, sem);
+    REQUIRE(hk && hs);
+    /* kw: keyword rank 1, vector rank 2; sem: vector rank 1 only */
+    CHECK_EQ_INT(hk->keyword_rank, 1);
+    CHECK_EQ_INT(hk->vector_rank, 2);
+    CHECK_EQ_INT(hs->keyword_rank, 0);
+    CHECK_EQ_INT(hs->vector_rank, 1);
+    double fk = 1.0 / 61 + 1.0 / 62, fs = 1.0 / 61;
+    CHECK_NEAR(hk->relevance, 1.0);
+    CHECK_NEAR(hs->relevance, fs / fk);
+    CHECK_NEAR(hs->cosine, memory_cosine(q, vs, 4));
+    CHECK_EQ_INT(hits[0].item.id, kw);
+    memory_hits_free(hits, n);
+
+    /* similarity by embeddings: the nearest of the kind, above the threshold */
+    struct memory_match *list;
+    size_t nm;
+    REQUIRE(memory_similar_vector(f.mem, q, 4, "toy", "note", 0.5, 5, &list, &nm) == 0);
+    CHECK_EQ_INT(nm, 2);
+    CHECK(nm == 2 && list[0].id == sem && list[1].id == kw);
+    CHECK(nm == 2 && near(list[0].similarity, memory_cosine(q, vs, 4)));
+    memory_matches_free(list, nm);
+    REQUIRE(memory_similar_vector(f.mem, q, 4, "toy", "idea", 0.0, 5, &list, &nm) == 0);
+    CHECK_EQ_INT(nm, 0);
+    memory_matches_free(list, nm);
+
+    /* with exact scanning off, only the keyword candidates get a cosine */
+    p.embedding_scan_max = 0;
+    memory_set_params(f.mem, &p);
+    REQUIRE(memory_recall(f.mem, &o, &hits, &n) == 0);
+    CHECK(!find_hit(hits, n, sem));
+    memory_hits_free(hits, n);
+    close_fixture(&f);
+}
+
+/* ---- reliability --------------------------------------------------------------- */
+
+static void test_reader_during_write(void)
+{
+    struct fixture w;
+    open_fixture(&w, "wal.db", true);
+    add(w.mem, "note", "", "committed before the reader", 0.5);
+    /* the writer holds an open transaction with more rows */
+    REQUIRE(memory_begin(w.mem) == 0);
+    for (int i = 0; i < 50; i++)
+        add(w.mem, "note", "", "written inside the transaction", 0.5);
+
+    /* a second connection reads (and recalls) without waiting */
+    struct store *rs = NULL;
+    REQUIRE(store_open(&rs, db_path("wal.db")) == 0);
+    sqlite3_busy_timeout(rs->db, 0); /* a blocked read would fail at once */
+    struct memory *rm = NULL;
+    REQUIRE(memory_new(&rm, rs, NULL) == 0);
+    CHECK_EQ_INT(query_int(rs, "SELECT count(*) FROM memory_items"), 1);
+    struct memory_recall_options o = {.query = "committed reader", .k = 5, .no_touch = true};
+    struct memory_hit *hits;
+    size_t n;
+    CHECK(memory_recall(rm, &o, &hits, &n) == 0 && n == 1);
+    memory_hits_free(hits, n);
+    o.query = "inside the transaction";
+    CHECK(memory_recall(rm, &o, &hits, &n) == 0 && n == 0);
+    memory_hits_free(hits, n);
+    /* a second writer cannot start while the first holds the lock */
+    struct memory_item it;
+    memory_item_init(&it);
+    it.kind = "note";
+    it.text = "blocked";
+    int64_t id;
+    CHECK(memory_item_add(rm, &it, &id, NULL) < 0);
+    CHECK_CONTAINS(error_message(), "another thalamus process holds the database");
+
+    REQUIRE(memory_commit(w.mem) == 0);
+    CHECK_EQ_INT(query_int(rs, "SELECT count(*) FROM memory_items"), 51);
+    memory_free(rm);
+    store_close(rs);
+    close_fixture(&w);
+}
+
+static void test_killed_writer_loses_nothing_committed(void)
+{
+    struct fixture f;
+    open_fixture(&f, "killed.db", true);
+    close_fixture(&f);
+    fflush(NULL);
+    pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        struct store *s = NULL;
+        struct memory *m = NULL;
+        if (store_open(&s, db_path("killed.db")) < 0 || memory_new(&m, s, NULL) < 0)
+            _exit(3);
+        for (int i = 0; i < 20; i++) /* committed one by one */
+            add(m, "note", "", "committed", 0.5);
+        memory_begin(m);
+        for (int i = 0; i < 20; i++)
+            add(m, "note", "", "uncommitted", 0.5);
+        raise(SIGKILL); /* dies inside the transaction */
+        _exit(4);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+    open_fixture(&f, "killed.db", false);
+    CHECK_EQ_INT(query_int(f.store, "SELECT count(*) FROM memory_items WHERE text = 'committed'"),
+                 20);
+    CHECK_EQ_INT(query_int(f.store, "SELECT count(*) FROM memory_items WHERE text = 'uncommitted'"),
+                 0);
+    CHECK_EQ_INT(top_hit(f.mem, "uncommitted", NULL), 0);
+    close_fixture(&f);
+    cJSON *report = NULL;
+    REQUIRE(memory_doctor(db_path("killed.db"), false, &report) == 0);
+    CHECK(cJSON_IsTrue(cJSON_GetObjectItem(report, "ok")));
+    cJSON_Delete(report);
+}
+
+static const cJSON *find_check(const cJSON *report, const char *name)
+{
+    const cJSON *c;
+    cJSON_ArrayForEach(c, cJSON_GetObjectItem(report, "checks"))
+    {
+        if (!strcmp(cJSON_GetObjectItem(c, "name")->valuestring, name))
+            return c;
+    }
+    return NULL;
+}
+
+static void test_doctor_and_damaged_files(void)
+{
+    struct fixture f;
+    open_fixture(&f, "doctor.db", true);
+    load_corpus(&f);
+    for (int i = 0; i < 300; i++)
+        add(f.mem, "note", "filler", "filler text to spread the table over many pages", 0.5);
+    close_fixture(&f);
+
+    cJSON *report = NULL;
+    REQUIRE(memory_doctor(db_path("doctor.db"), false, &report) == 0);
+    CHECK(cJSON_IsTrue(cJSON_GetObjectItem(report, "ok")));
+    const cJSON *schema = find_check(report, "schema");
+    REQUIRE(schema);
+    CHECK_CONTAINS(cJSON_GetObjectItem(schema, "detail")->valuestring, "memory 3");
+    cJSON_Delete(report);
+
+    /* a stale full-text index is found */
+    REQUIRE(store_open(&f.store, db_path("doctor.db")) == 0);
+    REQUIRE(store_exec(f.store, "DROP TRIGGER memory_items_au;"
+                                "UPDATE memory_items SET text = 'changed' WHERE id = 1") == 0);
+    store_close(f.store);
+    REQUIRE(memory_doctor(db_path("doctor.db"), false, &report) == 0);
+    CHECK(cJSON_IsFalse(cJSON_GetObjectItem(report, "ok")));
+    const cJSON *fts = find_check(report, "fulltext");
+    CHECK(fts && cJSON_IsFalse(cJSON_GetObjectItem(fts, "ok")));
+    cJSON_Delete(report);
+
+    /* overwrite pages in the middle of the file */
+    FILE *fp = fopen(db_path("doctor.db"), "r+b");
+    REQUIRE(fp);
+    fseek(fp, 0, SEEK_END);
+    long size = ftell(fp);
+    REQUIRE(size > 8 * 4096);
+    char junk[4096 * 3];
+    for (size_t i = 0; i < sizeof junk; i++)
+        junk[i] = (char)(i * 37 + 11);
+    fseek(fp, 4096 * 3, SEEK_SET);
+    fwrite(junk, 1, sizeof junk, fp);
+    fclose(fp);
+    REQUIRE(memory_doctor(db_path("doctor.db"), false, &report) == 0);
+    CHECK(cJSON_IsFalse(cJSON_GetObjectItem(report, "ok")));
+    const cJSON *integrity = find_check(report, "integrity_check");
+    CHECK(integrity && cJSON_IsFalse(cJSON_GetObjectItem(integrity, "ok")));
+    cJSON_Delete(report);
+    REQUIRE(memory_doctor(db_path("doctor.db"), true, &report) == 0);
+    CHECK(cJSON_IsFalse(cJSON_GetObjectItem(report, "ok")));
+    cJSON_Delete(report);
+
+    /* a file that is not a database at all: a clear message, no crash */
+    fp = fopen(db_path("garbage.db"), "wb");
+    REQUIRE(fp);
+    fputs("this is not a database, just some text that happens to be here\n", fp);
+    for (int i = 0; i < 200; i++)
+        fputs("more text more text more text\n", fp);
+    fclose(fp);
+    store_reset_migrations();
+    memory_register_migrations();
+    struct store *s = NULL;
+    CHECK(store_open(&s, db_path("garbage.db")) < 0);
+    CHECK_CONTAINS(error_message(), "is not a thalamus database");
+    REQUIRE(memory_doctor(db_path("garbage.db"), false, &report) == 0);
+    CHECK(cJSON_IsFalse(cJSON_GetObjectItem(report, "ok")));
+    const cJSON *file = find_check(report, "file");
+    CHECK(file && cJSON_IsFalse(cJSON_GetObjectItem(file, "ok")));
+    cJSON_Delete(report);
+    CHECK(memory_doctor(db_path("missing.db"), false, &report) == TH_ENOTFOUND);
+}
+
+static char *read_all(FILE *f)
+{
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    rewind(f);
+    char *s = malloc((size_t)n + 1);
+    size_t got = fread(s, 1, (size_t)n, f);
+    s[got] = '\0';
+    return s;
+}
+
+/* The export without its first line (which holds the export time). */
+static char *export_body(struct memory *m, struct memory_io_counts *c)
+{
+    FILE *f = tmpfile();
+    if (!f || memory_export(m, f, true, c) < 0) {
+        if (f)
+            fclose(f);
+        return NULL;
+    }
+    char *all = read_all(f);
+    fclose(f);
+    char *nl = strchr(all, '\n');
+    char *body = strdup(nl ? nl + 1 : "");
+    free(all);
+    return body;
+}
+
+static void test_export_import_round_trip(void)
+{
+    struct fixture a;
+    open_fixture(&a, "export.db", true);
+    load_corpus(&a);
+    REQUIRE(memory_key_add(a.mem, corpus_ids[0], "doi:10.5555/dropout") == 0);
+    REQUIRE(memory_ref_add(a.mem, corpus_ids[0], "doi:10.1/missing", "cites") == 0);
+    REQUIRE(memory_link_set(a.mem, corpus_ids[0], corpus_ids[4], "supports", 0.8) == 0);
+    int64_t pair[] = {corpus_ids[1], corpus_ids[3]};
+    REQUIRE(memory_reinforce(a.mem, pair, 2) == 0);
+    struct memory_episode ep = {.run = "r1",
+                                .kind = "result",
+                                .text = "accuracy 0.93 \xe2\x9c\x93",
+                                .payload = "{\"accuracy\": 0.93}",
+                                .importance = 0.7};
+    int64_t eid;
+    REQUIRE(memory_episode_add(a.mem, &ep, &eid) == 0);
+    float v[3] = {0.25f, -1.5f, 3.0f};
+    REQUIRE(memory_embedding_put(a.mem, corpus_ids[2], "toy", v, 3) == 0);
+    struct memory_io_counts ca;
+    char *first = export_body(a.mem, &ca);
+    REQUIRE(first);
+    CHECK_EQ_INT(ca.items, 8);
+    CHECK_EQ_INT(ca.links, 2);
+    CHECK_EQ_INT(ca.episodes, 1);
+    CHECK_EQ_INT(ca.embeddings, 1);
+    CHECK_EQ_INT(ca.keys, 1);
+
+    FILE *f = tmpfile();
+    REQUIRE(f && memory_export(a.mem, f, true, NULL) == 0);
+    struct fixture b;
+    open_fixture(&b, "import.db", true);
+    rewind(f);
+    struct memory_io_counts cb;
+    REQUIRE(memory_import(b.mem, f, "export.jsonl", &cb) == 0);
+    CHECK_EQ_INT(cb.items, 8);
+    CHECK_EQ_INT(cb.links, 2);
+    CHECK_EQ_INT(cb.episodes, 1);
+    CHECK_EQ_INT(cb.embeddings, 1);
+    CHECK_EQ_INT(cb.skipped, 0);
+    char *second = export_body(b.mem, NULL);
+    REQUIRE(second);
+    CHECK_EQ_STR(second, first);
+    /* importing again adds nothing */
+    rewind(f);
+    REQUIRE(memory_import(b.mem, f, "export.jsonl", &cb) == 0);
+    CHECK_EQ_INT(cb.items, 0);
+    CHECK_EQ_INT(cb.items_existing, 8);
+    CHECK_EQ_INT(cb.episodes, 0);
+    char *third = export_body(b.mem, NULL);
+    CHECK_EQ_STR(third, first);
+    fclose(f);
+
+    /* a malformed line is skipped, the rest imported */
+    f = tmpfile();
+    fputs("{\"type\":\"item\",\"uid\":\"aaaaaaaaaaaa\",\"kind\":\"note\",\"text\":\"fine\"}\n"
+          "{broken json\n"
+          "{\"type\":\"item\",\"uid\":\"bbbbbbbbbbbb\",\"kind\":\"bogus\",\"text\":\"x\"}\n"
+          "{\"type\":\"link\",\"src\":\"aaaaaaaaaaaa\",\"dst\":\"nope\",\"link_type\":\"cites\","
+          "\"weight\":1,\"updated_ms\":1}\n"
+          "{\"type\":\"item\",\"uid\":\"cccccccccccc\",\"kind\":\"note\",\"text\":\"also fine\"}\n",
+          f);
+    rewind(f);
+    struct fixture c;
+    open_fixture(&c, "import2.db", true);
+    REQUIRE(memory_import(c.mem, f, "mixed.jsonl", &cb) == 0);
+    CHECK_EQ_INT(cb.items, 2);
+    CHECK_EQ_INT(cb.skipped, 3);
+    fclose(f);
+    free(first);
+    free(second);
+    free(third);
+    close_fixture(&c);
+    close_fixture(&b);
+    close_fixture(&a);
+}
+
+static void test_stats(void)
+{
+    struct fixture f;
+    open_fixture(&f, "stats.db", true);
+    load_corpus(&f);
+    cJSON *s = NULL;
+    REQUIRE(memory_stats(f.mem, &s) == 0);
+    CHECK_EQ_INT(cJSON_GetObjectItem(cJSON_GetObjectItem(s, "items"), "total")->valuedouble, 8);
+    CHECK_EQ_INT(cJSON_GetObjectItem(
+                     cJSON_GetObjectItem(cJSON_GetObjectItem(s, "items"), "by_kind"), "paper")
+                     ->valuedouble,
+                 3);
+    CHECK(cJSON_GetObjectItem(cJSON_GetObjectItem(s, "database"), "bytes")->valuedouble > 0);
+    cJSON_Delete(s);
+    close_fixture(&f);
+}
+
+int main(void)
+{
+    if (!mkdtemp(dir))
+        return 1;
+    RUN(test_item_round_trip);
+    RUN(test_episodes_append_only);
+    RUN(test_utf8_repair);
+    RUN(test_invalid_utf8_and_sizes);
+    RUN(test_recall_known_answers);
+    RUN(test_fts_query_is_safe);
+    RUN(test_recency_and_importance_change_the_order);
+    RUN(test_recall_updates_access_statistics);
+    RUN(test_spreading_activation);
+    RUN(test_hebbian_update_and_decay);
+    RUN(test_keys_references_and_forget);
+    RUN(test_similar_for_novelty);
+    RUN(test_embeddings_fused_by_reciprocal_rank);
+    RUN(test_reader_during_write);
+    RUN(test_killed_writer_loses_nothing_committed);
+    RUN(test_doctor_and_damaged_files);
+    RUN(test_export_import_round_trip);
+    RUN(test_stats);
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "cannot remove %s\n", dir);
+    return check_summary();
+}
