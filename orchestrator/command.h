@@ -29,5 +29,16 @@ struct command {
 extern const struct command command_init;
 extern const struct command command_config;
 extern const struct command command_help;
+extern const struct command command_ask;    /* cmd_llm.c */
+extern const struct command command_models; /* cmd_llm.c */
+extern const struct command command_usage;  /* cmd_llm.c */
+
+extern const struct command command_sandbox; /* cmd_sandbox.c */
+
+extern const struct command command_agent; /* cmd_agent.c */
+
+extern const struct command command_memory; /* cmd_memory.c */
+extern const struct command command_doctor; /* cmd_memory.c */
+extern const struct command command_ingest; /* cmd_ingest.c */
 
 #endif

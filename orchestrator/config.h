@@ -42,6 +42,30 @@ struct search_param {
     cJSON *choices;  /* SEARCH_CHOICE: a JSON array of strings, numbers or booleans */
 };
 
+/* Price of a model, in money per million tokens (llm.prices). */
+struct config_price {
+    char *model;
+    double input, output;
+};
+
+/* A spending limit: tokens (0: none) and money (negative: none). */
+struct config_limit {
+    long tokens;
+    double cost;
+};
+
+struct config_site_budget {
+    char *site;
+    struct config_limit limit;
+};
+
+/* llm.budget: per run, and per call site within a run. */
+struct config_budget {
+    struct config_limit run;
+    struct config_site_budget *sites;
+    size_t sites_len;
+};
+
 struct config {
     /* task */
     char *task_name;
@@ -52,8 +76,15 @@ struct config {
     struct search_param *search_space;
     size_t search_space_len;
     /* sandbox */
-    long sandbox_timeout;   /* seconds */
-    long sandbox_memory_mb; /* MiB */
+    long sandbox_timeout;     /* seconds */
+    long sandbox_memory_mb;   /* MiB */
+    long sandbox_cpu_seconds; /* seconds, all processes together; 0: no limit */
+    long sandbox_pids;        /* processes and threads at once */
+    long sandbox_disk_mb;     /* MiB, /work and /tmp together */
+    bool sandbox_network;     /* share the host's network */
+    char *sandbox_isolation;  /* "full" or "none" */
+    char **sandbox_binds;     /* read-only binds, NULL-terminated; NULL when none */
+    char **sandbox_env;       /* "NAME=VALUE", sorted, NULL-terminated; NULL when none */
     /* loop */
     long loop_rounds;
     long loop_ideas;
@@ -64,6 +95,51 @@ struct config {
     char *llm_base_url;
     char *llm_api_key_env; /* name of the variable holding the key */
     long llm_max_concurrency;
+    double llm_timeout;         /* seconds, per attempt */
+    double llm_connect_timeout; /* seconds */
+    double llm_idle_timeout;    /* seconds of silence once a reply has started */
+    long llm_max_retries;
+    double llm_retry_max_seconds;
+    long llm_max_response_bytes;
+    double llm_temperature; /* NAN when unset: the provider's default */
+    long llm_max_tokens;
+    long llm_json_repairs;
+    char *llm_cache; /* "off", "read-write" or "replay" */
+    char *llm_anthropic_version;
+    struct config_price *llm_prices; /* sorted by model */
+    size_t llm_prices_len;
+    struct config_budget llm_budget;
+    /* memory (see memory.h) */
+    double memory_weight_relevance;
+    double memory_weight_recency;
+    double memory_weight_importance;
+    double memory_weight_activation;
+    double memory_recency_decay; /* per hour since the last access */
+    long memory_candidates;
+    long memory_activation_seeds;
+    long memory_activation_hops;
+    double memory_activation_decay;
+    double memory_hebbian_rate;
+    double memory_link_half_life_days;
+    double memory_similar_threshold;
+    char *memory_embedding_model; /* "" when embeddings are off */
+    char *memory_embedding_base_url;
+    char *memory_embedding_api_key_env;
+    long memory_embedding_scan_max;
+    /* literature (see ingest.h) */
+    char *literature_openalex_url;
+    char *literature_arxiv_url;
+    double literature_openalex_delay; /* seconds */
+    double literature_arxiv_delay;    /* seconds */
+    long literature_max_retries;
+    double literature_timeout;    /* seconds */
+    double literature_cache_days; /* 0: no cache */
+    char *literature_mailto;
+    /* agents (see agent.h) */
+    long agents_cpu_slice;     /* instructions an agent may run without waiting */
+    long agents_memory_mb;     /* MiB of Lua heap for all agents together */
+    long agents_apply_retries; /* times a coder is asked again after a failed apply */
+    char **agents_extra;       /* "stage:name", by stage then as listed; NULL when none */
 
     char *file;                  /* path of thalamus.lua, NULL when none was read */
     char *workspace;             /* workspace directory, NULL outside one */

@@ -190,8 +190,16 @@ const struct command command_help = {"help", "[COMMAND]",  "show help for thalam
 
 /* The commands, in the order `thalamus help` lists them. */
 static const struct command *const commands[] = {
-    &command_init,
-    &command_config,
+    &command_init,    /* workspaces */
+    &command_config,  /* configuration */
+    &command_ask,     /* models */
+    &command_models,  /* models */
+    &command_usage,   /* models */
+    &command_memory,  /* memory */
+    &command_ingest,  /* memory */
+    &command_doctor,  /* memory */
+    &command_sandbox, /* experiments */
+    &command_agent,   /* agents */
     &command_help,
 };
 

@@ -129,7 +129,8 @@ static void test_errors_name_the_key(void)
     expect_error("return { loops = {} }",
                  "thalamus.lua: unknown key 'loops'; did you mean 'loop'?");
     expect_error("return { zzz = {} }",
-                 "thalamus.lua: unknown key 'zzz' (known: task, sandbox, loop, llm)");
+                 "thalamus.lua: unknown key 'zzz' (known: task, sandbox, loop, llm, memory, "
+                 "literature, agents)");
     expect_error(
         "return { task = { goal = 'max' } }",
         "thalamus.lua: task.goal must be one of \"maximize\" or \"minimize\", got \"max\"");
