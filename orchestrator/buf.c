@@ -81,29 +81,29 @@ int buf_printf(struct buf *b, const char *fmt, ...)
     return rc;
 }
 
+int buf_read_fd(struct buf *b, int fd, const char *path)
+{
+    char chunk[16384];
+    for (;;) {
+        ssize_t n = read(fd, chunk, sizeof chunk);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return error_set("cannot read '%s': %s", path, strerror(errno));
+        if (n == 0)
+            return 0;
+        if (buf_append(b, chunk, (size_t)n) < 0)
+            return error_prefix("'%s' is too large", path);
+    }
+}
+
 int buf_read_file(struct buf *b, const char *path)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return error_setc(errno == ENOENT ? TH_ENOTFOUND : TH_ERR, "cannot open '%s': %s", path,
                           strerror(errno));
-    int rc = 0;
-    char chunk[16384];
-    for (;;) {
-        ssize_t n = read(fd, chunk, sizeof chunk);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            rc = error_set("cannot read '%s': %s", path, strerror(errno));
-            break;
-        }
-        if (n == 0)
-            break;
-        if (buf_append(b, chunk, (size_t)n) < 0) {
-            rc = error_prefix("'%s' is too large", path);
-            break;
-        }
-    }
+    int rc = buf_read_fd(b, fd, path);
     close(fd);
     return rc;
 }

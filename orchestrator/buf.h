@@ -34,6 +34,10 @@ int buf_putc(struct buf *b, char c);
 int buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int buf_vprintf(struct buf *b, const char *fmt, va_list ap);
 
+/* Reads fd to its end into b (which keeps its cap); path names the file in
+ * messages. Does not close fd. */
+int buf_read_fd(struct buf *b, int fd, const char *path);
+
 /* Reads a whole file into b (which keeps its cap). */
 int buf_read_file(struct buf *b, const char *path);
 

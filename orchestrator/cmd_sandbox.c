@@ -46,20 +46,6 @@ static const struct cli_option sandbox_options[] = {
     {NULL, 0, NULL, NULL},
 };
 
-static int write_all(int fd, const char *data, size_t len)
-{
-    while (len) {
-        ssize_t n = write(fd, data, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return -1;
-        data += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 /* Passes the program's output through as it comes; a stream whose reader
  * went away (`| head`) is no longer written, while the run goes on. */
 static void stream_output(enum sandbox_stream stream, const char *data, size_t len, void *ud)
@@ -67,7 +53,7 @@ static void stream_output(enum sandbox_stream stream, const char *data, size_t l
     bool *closed = ud;
     int i = stream == SANDBOX_STDOUT ? 0 : 1;
     if (!closed[i] &&
-        write_all(stream == SANDBOX_STDOUT ? STDOUT_FILENO : STDERR_FILENO, data, len) < 0)
+        fs_write_all(stream == SANDBOX_STDOUT ? STDOUT_FILENO : STDERR_FILENO, data, len) < 0)
         closed[i] = true;
 }
 

@@ -217,22 +217,7 @@ int confine_read(int dirfd, const char *path, struct buf *b)
         close(fd);
         return error_setc(TH_EUSAGE, "'%s' is not a regular file", path);
     }
-    char chunk[16384];
-    for (;;) {
-        ssize_t n = read(fd, chunk, sizeof chunk);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            rc = error_set("cannot read '%s': %s", path, strerror(errno));
-            break;
-        }
-        if (n == 0)
-            break;
-        if (buf_append(b, chunk, (size_t)n) < 0) {
-            rc = error_prefix("'%s' is too large", path);
-            break;
-        }
-    }
+    rc = buf_read_fd(b, fd, path);
     close(fd);
     return rc;
 }

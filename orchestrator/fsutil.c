@@ -93,8 +93,9 @@ int fs_dir_is_empty(const char *path, const char *ignore, bool *out)
     return 0;
 }
 
-static int write_all(int fd, const char *data, size_t len)
+int fs_write_all(int fd, const void *buf, size_t len)
 {
+    const char *data = buf;
     while (len) {
         ssize_t n = write(fd, data, len);
         if (n < 0 && errno == EINTR)
@@ -116,7 +117,7 @@ int fs_write_atomic(const char *path, const void *data, size_t len, mode_t mode)
         rc = error_set("cannot create '%s': %s", tmp, strerror(errno));
         goto cleanup;
     }
-    if (write_all(fd, data, len) < 0 || fsync(fd) < 0) {
+    if (fs_write_all(fd, data, len) < 0 || fsync(fd) < 0) {
         rc = error_set("cannot write '%s': %s", path, strerror(errno));
         close(fd);
         unlink(tmp);

@@ -27,6 +27,10 @@ int fs_mkdir_p(const char *path, mode_t mode);
  * ignore (which may be NULL). A missing directory counts as empty. */
 int fs_dir_is_empty(const char *path, const char *ignore, bool *out);
 
+/* Writes all len bytes to fd, retrying short writes and EINTR. Returns 0, or
+ * -1 with errno set (no message is recorded: callers word their own). */
+int fs_write_all(int fd, const void *buf, size_t len);
+
 /* Writes data to path through a temporary file in the same directory, fsynced
  * and renamed into place, so that readers see the old or the new file, never
  * half of one. */
