@@ -495,6 +495,17 @@ void memory_item_clear(struct memory_item *it)
     memory_item_init(it);
 }
 
+void memory_link_from_row(struct memory *m, sqlite3_stmt *st, int64_t now, struct memory_link *l)
+{
+    l->src = sqlite3_column_int64(st, 0);
+    l->dst = sqlite3_column_int64(st, 1);
+    snprintf(l->type, sizeof l->type, "%s", (const char *)sqlite3_column_text(st, 2));
+    l->stored_weight = sqlite3_column_double(st, 3);
+    l->updated_ms = sqlite3_column_int64(st, 4);
+    l->weight =
+        memory_link_effective_weight(&m->params, l->type, l->stored_weight, l->updated_ms, now);
+}
+
 void memory_item_from_row(sqlite3_stmt *st, struct memory_item *it)
 {
     it->id = sqlite3_column_int64(st, 0);
@@ -935,13 +946,7 @@ int memory_links_of(struct memory *m, int64_t id, struct memory_link **out, size
         if (len == cap)
             v = xreallocarray(v, cap = cap ? cap * 2 : 8, sizeof *v);
         struct memory_link *l = &v[len++];
-        l->src = sqlite3_column_int64(st, 0);
-        l->dst = sqlite3_column_int64(st, 1);
-        snprintf(l->type, sizeof l->type, "%s", (const char *)sqlite3_column_text(st, 2));
-        l->stored_weight = sqlite3_column_double(st, 3);
-        l->updated_ms = sqlite3_column_int64(st, 4);
-        l->weight =
-            memory_link_effective_weight(&m->params, l->type, l->stored_weight, l->updated_ms, now);
+        memory_link_from_row(m, st, now, l);
     }
     if (step != SQLITE_DONE)
         rc = memory_db_error(m, "read links from");

@@ -72,6 +72,10 @@ char *memory_column_dup(sqlite3_stmt *st, int i);
 /* Fills an item from a row of "SELECT id, uid, kind, title, text, tags,
  * source, metadata, importance, created_ms, accessed_ms, access_count". */
 void memory_item_from_row(sqlite3_stmt *st, struct memory_item *it);
+
+/* Fills l from a row of (src, dst, type, weight, updated_ms), with its
+ * weight as of now (decay applied). */
+void memory_link_from_row(struct memory *m, sqlite3_stmt *st, int64_t now, struct memory_link *l);
 #define MEMORY_ITEM_COLUMNS                                                                        \
     "id, uid, kind, title, text, tags, source, metadata, importance, created_ms, accessed_ms, "    \
     "access_count"

@@ -673,13 +673,7 @@ static int neighbours_of(struct memory *m, struct link_cache *cache, int64_t id,
     int step;
     while ((step = sqlite3_step(st)) == SQLITE_ROW && n < MAX_FANOUT) {
         struct memory_link *l = &links[n++];
-        l->src = sqlite3_column_int64(st, 0);
-        l->dst = sqlite3_column_int64(st, 1);
-        snprintf(l->type, sizeof l->type, "%s", (const char *)sqlite3_column_text(st, 2));
-        l->stored_weight = sqlite3_column_double(st, 3);
-        l->updated_ms = sqlite3_column_int64(st, 4);
-        l->weight =
-            memory_link_effective_weight(&m->params, l->type, l->stored_weight, l->updated_ms, now);
+        memory_link_from_row(m, st, now, l);
     }
     sqlite3_reset(st);
     if (step != SQLITE_ROW && step != SQLITE_DONE) {
