@@ -865,7 +865,7 @@ int ingest_store(struct ingest_session *s, struct ingest_record *r)
         return error_setc(TH_EUSAGE, "%s: no title", r->where);
     int rc = 0;
     if (!s->own_tx && !s->mem->in_tx) { /* else the caller's transaction holds all */
-        if ((rc = memory_begin(s->mem)) < 0)
+        if ((rc = memory_begin_bulk(s->mem)) < 0)
             return rc;
         s->own_tx = true;
     }

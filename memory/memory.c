@@ -39,6 +39,17 @@ const char *const memory_stop_words[] = {
     "those", "to",    "too",   "up",    "us",    "very",  "was",  "we",    "were",   "what", "when",
     "where", "which", "while", "who",   "why",   "will",  "with", "would", "you",    "your", NULL};
 
+/* Page cache of a bulk load, in KiB (SQLite's default is 2,000 KiB). */
+#define BULK_CACHE_KIB 65536
+
+/* Page cache of the memory's connection, in KiB. */
+#define RECALL_CACHE_KIB 16384
+
+/* Pages in the write-ahead log that trigger a checkpoint: SQLite's default,
+ * and the larger allowance of recall's access updates (40 MiB). */
+#define WAL_CHECKPOINT_FRAMES    1000
+#define RECALL_CHECKPOINT_FRAMES 10000
+
 /* ---- schema ------------------------------------------------------------- */
 
 /* The kinds and types in the CHECK constraints must match the lists above. */
@@ -132,12 +143,45 @@ static const struct store_migration memory_migrations[] = {
         " vector BLOB NOT NULL CHECK (length(vector) = 4 * dim),"
         " UNIQUE (item_id, model));"
         "CREATE INDEX memory_embeddings_model ON memory_embeddings(model);"},
+    /* bulk loads: while memory_bulk holds a row (only inside a transaction
+     * opened by memory_begin_bulk(), never committed), the triggers leave
+     * items with an id above its base alone, and memory_commit() indexes
+     * them in one pass before it commits; a larger FTS5 hash table makes
+     * that pass write one segment instead of several */
+    {4, "CREATE TABLE memory_bulk (base INTEGER NOT NULL);"
+        "DROP TRIGGER memory_items_ai;"
+        "DROP TRIGGER memory_items_ad;"
+        "DROP TRIGGER memory_items_au;"
+        "CREATE TRIGGER memory_items_ai AFTER INSERT ON memory_items"
+        " WHEN NOT EXISTS (SELECT 1 FROM memory_bulk WHERE new.id > base) BEGIN"
+        " INSERT INTO memory_fts(rowid, title, text, tags)"
+        "  VALUES (new.id, new.title, new.text, new.tags); END;"
+        "CREATE TRIGGER memory_items_ad AFTER DELETE ON memory_items"
+        " WHEN NOT EXISTS (SELECT 1 FROM memory_bulk WHERE old.id > base) BEGIN"
+        " INSERT INTO memory_fts(memory_fts, rowid, title, text, tags)"
+        "  VALUES ('delete', old.id, old.title, old.text, old.tags); END;"
+        "CREATE TRIGGER memory_items_au AFTER UPDATE OF title, text, tags ON memory_items"
+        " WHEN NOT EXISTS (SELECT 1 FROM memory_bulk WHERE old.id > base) BEGIN"
+        " INSERT INTO memory_fts(memory_fts, rowid, title, text, tags)"
+        "  VALUES ('delete', old.id, old.title, old.text, old.tags);"
+        " INSERT INTO memory_fts(rowid, title, text, tags)"
+        "  VALUES (new.id, new.title, new.text, new.tags); END;"
+        "INSERT INTO memory_fts(memory_fts, rank) VALUES ('hashsize', 16777216);"},
 };
 
 void memory_register_migrations(void)
 {
     store_register_migrations("memory", memory_migrations,
                               sizeof memory_migrations / sizeof memory_migrations[0]);
+}
+
+void memory_register_migrations_upto(int version)
+{
+    size_t n = 0;
+    while (n < sizeof memory_migrations / sizeof memory_migrations[0] &&
+           memory_migrations[n].version <= version)
+        n++;
+    store_register_migrations("memory", memory_migrations, n);
 }
 
 /* ---- statements --------------------------------------------------------- */
@@ -173,17 +217,26 @@ static const char *const stmt_sql[ST_COUNT] = {
                           " text, payload, importance)"
                           " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     [ST_EMBED_GET] = "SELECT dim, vector FROM memory_embeddings WHERE item_id = ?1 AND model = ?2",
+    /* ?5: only items with an id above it (FTS5 seeks there in its index);
+     * "+i.kind" keeps SQLite from driving the join from the kind index,
+     * which would run the MATCH once for every item of the kind */
     [ST_FTS_CANDIDATES] = "SELECT rowid, thalamus_bm25(memory_fts, ?3) AS score FROM memory_fts"
-                          " WHERE memory_fts MATCH ?1 ORDER BY score LIMIT ?2",
+                          " WHERE memory_fts MATCH ?1 AND rowid > ?5 ORDER BY score LIMIT ?2",
     [ST_FTS_CANDIDATES_KIND] = "SELECT f.rowid, thalamus_bm25(memory_fts, ?3) AS score"
                                " FROM memory_fts f JOIN memory_items i ON i.id = f.rowid"
-                               " WHERE memory_fts MATCH ?1 AND i.kind = ?4"
+                               " WHERE memory_fts MATCH ?1 AND f.rowid > ?5 AND +i.kind = ?4"
                                " ORDER BY score LIMIT ?2",
+    [ST_MAX_ID] = "SELECT coalesce(max(id), 0) FROM memory_items",
     [ST_FTS_COUNT_CAPPED] = "SELECT count(*) FROM (SELECT rowid FROM memory_fts"
                             " WHERE memory_fts MATCH ?1 LIMIT ?2)",
     [ST_VOCAB_DOC] = "SELECT doc FROM memory_vocab WHERE term = ?1",
     [ST_REF_ADD] = "INSERT OR IGNORE INTO memory_refs(key, item_id, type) VALUES (?1, ?2, ?3)",
     [ST_REFS_FOR_KEY] = "SELECT item_id, type FROM memory_refs WHERE key = ?1",
+    [ST_BULK_START] = "INSERT INTO memory_bulk(base)"
+                      " SELECT coalesce(max(id), 0) FROM memory_items",
+    [ST_BULK_INDEX] = "INSERT INTO memory_fts(rowid, title, text, tags)"
+                      " SELECT id, title, text, tags FROM memory_items"
+                      " WHERE id > (SELECT max(base) FROM memory_bulk) ORDER BY id",
 };
 
 sqlite3_stmt *memory_stmt(struct memory *m, enum memory_stmt id)
@@ -296,6 +349,21 @@ static int64_t real_clock(void *ud)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* Checkpoints the write-ahead log as SQLite's automatic checkpoint does
+ * (once it holds WAL_CHECKPOINT_FRAMES pages), except after the access
+ * update of a recall: a checkpoint copies the log into the database and
+ * syncs both, tens of milliseconds, and those small updates would pay for
+ * one every few dozen recalls. They let the log grow to
+ * RECALL_CHECKPOINT_FRAMES instead; any other write, or closing the
+ * database, checkpoints it. */
+static int wal_hook(void *ud, sqlite3 *db, const char *name, int frames)
+{
+    struct memory *m = ud;
+    if (frames >= (m->touching ? RECALL_CHECKPOINT_FRAMES : WAL_CHECKPOINT_FRAMES))
+        sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    return SQLITE_OK;
+}
+
 int memory_new(struct memory **out, struct store *store, const struct memory_params *params)
 {
     int version = 0;
@@ -310,6 +378,7 @@ int memory_new(struct memory **out, struct store *store, const struct memory_par
     m->db = store->db;
     m->clock = real_clock;
     m->items_total = -1;
+    memory_set_search_limits(m, 0, 0);
     if (params)
         m->params = *params;
     else
@@ -319,6 +388,14 @@ int memory_new(struct memory **out, struct store *store, const struct memory_par
         free(m);
         return rc;
     }
+    sqlite3_wal_hook(m->db, wal_hook, m);
+    /* recall reads the document size (BM25's length normalisation) of every
+     * item a query's words hold, at random places of the index: a page
+     * cache that can hold all of them for a million items (about 12 MiB)
+     * spares most of those reads a system call */
+    char sql[64];
+    snprintf(sql, sizeof sql, "PRAGMA cache_size = -%d", RECALL_CACHE_KIB);
+    sqlite3_exec(m->db, sql, NULL, NULL, NULL);
     *out = m;
     return 0;
 }
@@ -332,6 +409,8 @@ void memory_free(struct memory *m)
     for (int i = 0; i < ST_COUNT; i++)
         sqlite3_finalize(m->stmts[i]);
     memory_tokenizer_free(m->tok);
+    /* the connection outlives m: back to SQLite's own checkpointing */
+    sqlite3_wal_autocheckpoint(m->db, WAL_CHECKPOINT_FRAMES);
     free(m);
 }
 
@@ -371,10 +450,81 @@ int memory_begin(struct memory *m)
     return 0;
 }
 
+int memory_begin_bulk(struct memory *m)
+{
+    int rc = memory_begin(m);
+    if (rc < 0)
+        return rc;
+    sqlite3_stmt *st = memory_stmt(m, ST_BULK_START);
+    if (!st) {
+        memory_rollback(m);
+        return TH_ERR;
+    }
+    if (sqlite3_step(st) != SQLITE_DONE) {
+        rc = memory_db_error(m, "start a bulk load on");
+        sqlite3_reset(st);
+        memory_rollback(m);
+        return rc;
+    }
+    sqlite3_reset(st);
+    m->bulk = true;
+    /* a load touches index pages all over the links and keys: a larger page
+     * cache for its duration saves most of the reads and rewrites */
+    m->cache_before = 0;
+    if (sqlite3_prepare_v2(m->db, "PRAGMA cache_size", -1, &st, NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+        m->cache_before = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    char sql[64];
+    snprintf(sql, sizeof sql, "PRAGMA cache_size = -%d", BULK_CACHE_KIB);
+    sqlite3_exec(m->db, sql, NULL, NULL, NULL);
+    return 0;
+}
+
+/* Back to the page cache of before the load, its memory to the system. */
+static void bulk_cache_off(struct memory *m)
+{
+    char sql[64];
+    snprintf(sql, sizeof sql, "PRAGMA cache_size = %lld",
+             (long long)(m->cache_before ? m->cache_before : -2000));
+    sqlite3_exec(m->db, sql, NULL, NULL, NULL);
+    sqlite3_db_release_memory(m->db);
+}
+
+bool memory_in_bulk(const struct memory *m)
+{
+    return m->bulk;
+}
+
+/* The end of a bulk load, inside its transaction: index the items added
+ * since it began (their final text: changes made meanwhile are included,
+ * deleted ones are gone) and clear the mark, so that nothing of the load
+ * is ever committed without its index entries. */
+static int bulk_finish(struct memory *m)
+{
+    sqlite3_stmt *st = memory_stmt(m, ST_BULK_INDEX);
+    if (!st)
+        return TH_ERR;
+    int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : memory_db_error(m, "index the new items of");
+    sqlite3_reset(st);
+    if (rc == 0 && sqlite3_exec(m->db, "DELETE FROM memory_bulk", NULL, NULL, NULL) != SQLITE_OK)
+        rc = memory_db_error(m, "end a bulk load on");
+    return rc;
+}
+
 int memory_commit(struct memory *m)
 {
     if (!m->in_tx)
         return error_set("no memory transaction is open");
+    if (m->bulk) {
+        int rc = bulk_finish(m);
+        if (rc < 0) {
+            memory_rollback(m);
+            return rc;
+        }
+        m->bulk = false;
+        bulk_cache_off(m);
+    }
     if (sqlite3_exec(m->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
         int rc = memory_db_error(m, "commit to");
         memory_rollback(m);
@@ -389,6 +539,9 @@ void memory_rollback(struct memory *m)
     if (sqlite3_get_autocommit(m->db) == 0)
         sqlite3_exec(m->db, "ROLLBACK", NULL, NULL, NULL);
     m->in_tx = false;
+    if (m->bulk)
+        bulk_cache_off(m);
+    m->bulk = false;
     memory_forget_counts(m);
 }
 

@@ -10,7 +10,8 @@
  * a source, JSON metadata, an importance and access statistics, joined by
  * weighted typed links (cites, derived_from, similar, co_recalled, supports,
  * contradicts) and indexed by an FTS5 full-text index that triggers keep in
- * step with the items.
+ * step with the items (in a bulk load, memory_begin_bulk(), one pass at its
+ * commit does).
  *
  * memory_recall() ranks items for a query: BM25 candidates from the index
  * (fused by reciprocal rank with embedding similarity when a query vector
@@ -84,6 +85,8 @@ struct memory;
 /* Registers the memory module's migrations with the store; call before
  * workspace_store_open() or store_open(). */
 void memory_register_migrations(void);
+/* The same, but only migrations up to version (for upgrade tests). */
+void memory_register_migrations_upto(int version);
 
 /* Wraps an open store (whose migrations included the memory module's).
  * params NULL means the defaults. The store stays the caller's and must
@@ -104,6 +107,16 @@ int64_t memory_now(const struct memory *m);
 int memory_begin(struct memory *m);
 int memory_commit(struct memory *m);
 void memory_rollback(struct memory *m);
+
+/* Opens a transaction for a bulk load (import, ingest, batched inserts):
+ * the full-text index entries of the items added in it are not written one
+ * by one by the triggers but in one pass by memory_commit(), just before it
+ * commits, so what is committed is always indexed. Until then those items
+ * are not found by keyword search on this connection (other connections
+ * see nothing of the transaction anyway). Commit or roll back as usual. */
+int memory_begin_bulk(struct memory *m);
+/* Whether the open transaction is a bulk load. */
+bool memory_in_bulk(const struct memory *m);
 
 /* ---- associative items -------------------------------------------------- */
 
@@ -269,6 +282,15 @@ struct memory_hit {
 int memory_recall(struct memory *m, const struct memory_recall_options *o, struct memory_hit **out,
                   size_t *n);
 void memory_hits_free(struct memory_hit *hits, size_t n);
+
+/* The bounds of recall's keyword search on large stores (docs/memory.md):
+ * the rare words of a query are searched rarest first while the items
+ * holding them add up to at most posting_budget; a query whose words are
+ * all common searches the newest common_window items. 0 restores the
+ * default; for tests and benchmarks. */
+#define MEMORY_POSTING_BUDGET 1500
+#define MEMORY_COMMON_WINDOW  100000
+void memory_set_search_limits(struct memory *m, long posting_budget, long common_window);
 
 /* Turns free text into a safe FTS5 query: words (letters, digits and any
  * non-ASCII characters) become double-quoted strings joined by OR; English

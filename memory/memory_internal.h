@@ -30,10 +30,13 @@ enum memory_stmt {
     ST_EMBED_GET,
     ST_FTS_CANDIDATES,
     ST_FTS_CANDIDATES_KIND,
+    ST_MAX_ID,
     ST_VOCAB_DOC,
     ST_FTS_COUNT_CAPPED,
     ST_REF_ADD,
     ST_REFS_FOR_KEY,
+    ST_BULK_START,
+    ST_BULK_INDEX,
     ST_COUNT
 };
 
@@ -47,6 +50,11 @@ struct memory {
     void *clock_ud;
     sqlite3_stmt *stmts[ST_COUNT];
     bool in_tx;
+    bool bulk;            /* the transaction is a bulk load (memory_begin_bulk) */
+    int64_t cache_before; /* PRAGMA cache_size before the bulk load */
+    bool touching;        /* committing recall's access update (see wal_hook) */
+    long posting_budget;  /* see memory_set_search_limits() */
+    long common_window;
     struct memory_tokenizer *tok;
     long items_total; /* cached document count for IDF, -1: unknown */
 };

@@ -596,7 +596,7 @@ int memory_import(struct memory *m, FILE *in, const char *name, struct memory_io
     struct memory_io_counts c = {0};
     struct buf line;
     buf_init(&line, MAX_IMPORT_LINE);
-    int rc = memory_begin(m);
+    int rc = memory_begin_bulk(m);
     if (rc < 0)
         return rc;
     for (long lineno = 1;; lineno++) {

@@ -33,6 +33,8 @@
 #define MAX_TERM_BYTES  100
 #define COMMON_DF       1000 /* a word in more items than this is "common" */
 #define MAX_PAIR_WORDS  6
+#define POSTING_BUDGET  1500   /* items read for the rare words of one query */
+#define COMMON_WINDOW   100000 /* newest items searched when every word is common */
 
 /* ---- the full-text query ------------------------------------------------- */
 
@@ -269,6 +271,12 @@ static void rank_function(const Fts5ExtensionApi *api, Fts5Context *fts, sqlite3
     sqlite3_result_double(ctx, -score);
 }
 
+void memory_set_search_limits(struct memory *m, long posting_budget, long common_window)
+{
+    m->posting_budget = posting_budget > 0 ? posting_budget : MEMORY_POSTING_BUDGET;
+    m->common_window = common_window > 0 ? common_window : MEMORY_COMMON_WINDOW;
+}
+
 int memory_register_rank(struct memory *m)
 {
     fts5_api *api = NULL;
@@ -289,7 +297,7 @@ struct hit_list {
  * df holds the number of items holding each phrase of the query, in order. *count gets how
  * many matches there were. */
 static int run_match(struct memory *m, const char *kind, long limit, const char *query,
-                     const double *df, size_t ndf, struct hit_list *out, long *count)
+                     const double *df, size_t ndf, int64_t above, struct hit_list *out, long *count)
 {
     sqlite3_stmt *st = memory_stmt(m, kind ? ST_FTS_CANDIDATES_KIND : ST_FTS_CANDIDATES);
     if (!st)
@@ -299,6 +307,7 @@ static int run_match(struct memory *m, const char *kind, long limit, const char 
     sqlite3_bind_blob(st, 3, df, (int)(ndf * sizeof *df), SQLITE_STATIC);
     if (kind)
         sqlite3_bind_text(st, 4, kind, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 5, above);
     int step;
     *count = 0;
     while ((step = sqlite3_step(st)) == SQLITE_ROW) {
@@ -366,6 +375,50 @@ static size_t pick_df(const struct qword *words, size_t n, const double *word_df
     return k;
 }
 
+/* The largest document frequency a word may have to be searched for when
+ * the query has rare words (at most COMMON_DF items): the rare words are
+ * taken rarest first while the items holding them add up to at most
+ * budget (words of equal frequency together; the rarest always). */
+static long rare_threshold(const struct qword *words, size_t n, long budget)
+{
+    long threshold = -1, sum = 0;
+    for (;;) {
+        long next = -1; /* the smallest rare df above threshold */
+        for (size_t i = 0; i < n; i++)
+            if (words[i].df <= COMMON_DF && words[i].df > threshold &&
+                (next < 0 || words[i].df < next))
+                next = words[i].df;
+        if (next < 0)
+            return threshold;
+        long add = 0;
+        for (size_t i = 0; i < n; i++)
+            if (words[i].df == next)
+                add += next;
+        if (threshold >= 0 && sum + add > budget)
+            return threshold;
+        sum += add;
+        threshold = next;
+    }
+}
+
+/* The id above which a query whose words are all common searches: the
+ * newest m->common_window items (ids grow with time) hold its candidates. */
+static int common_window(struct memory *m, int64_t *above)
+{
+    sqlite3_stmt *st = memory_stmt(m, ST_MAX_ID);
+    if (!st)
+        return TH_ERR;
+    int rc = 0;
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        int64_t max = sqlite3_column_int64(st, 0);
+        *above = max > m->common_window ? max - m->common_window : 0;
+    } else {
+        rc = memory_db_error(m, "search");
+    }
+    sqlite3_reset(st);
+    return rc;
+}
+
 /* BM25 candidates. An FTS5 query costs in proportion to the items that
  * hold any of its words (each is read and ranked), so words held by more
  * than COMMON_DF items are handled the way Lucene's common-terms query
@@ -375,9 +428,12 @@ static size_t pick_df(const struct qword *words, size_t n, const double *word_df
  * else those holding at least two (for up to MAX_PAIR_WORDS words), else
  * any. Whether a word is common is counted with a LIMIT, and those counts
  * (exact below the limit, capped above) are the document frequencies of
- * the ranking function. In a store of at most COMMON_DF items every word
- * is rare, the query is any of the words, and the ranking is exactly
- * FTS5's bm25(). */
+ * the ranking function. Two bounds keep a search's cost fixed on large
+ * stores: the rare words are taken rarest first within the posting budget
+ * (rare_threshold), and a query of common words only searches the newest
+ * items (common_window). In a store of at most COMMON_DF items every word
+ * is rare, the query is any of the words (unless they exceed the budget),
+ * and the ranking is exactly FTS5's bm25(). */
 int memory_keyword_search(struct memory *m, const char *text, const char *kind, long limit,
                           struct memory_keyword_hit **out, size_t *nout)
 {
@@ -404,28 +460,32 @@ int memory_keyword_search(struct memory *m, const char *text, const char *kind, 
     int rc = 0;
     char *q;
     if (rare > 0) {
-        q = join_words(words, n, " OR ", COMMON_DF);
-        ndf = pick_df(words, n, word_df, COMMON_DF, df);
-        rc = run_match(m, kind, limit, q, df, ndf, &hits, &found);
+        long max_df = rare_threshold(words, n, m->posting_budget);
+        q = join_words(words, n, " OR ", max_df);
+        ndf = pick_df(words, n, word_df, max_df, df);
+        rc = run_match(m, kind, limit, q, df, ndf, 0, &hits, &found);
         free(q);
         goto done;
     }
     ndf = pick_df(words, n, word_df, -1, df);
+    int64_t window = 0;
+    if ((rc = common_window(m, &window)) < 0)
+        return rc;
     if (n > 1) {
         q = join_words(words, n, " AND ", -1);
-        rc = run_match(m, kind, limit, q, df, ndf, &hits, &found);
+        rc = run_match(m, kind, limit, q, df, ndf, window, &hits, &found);
         free(q);
     }
     if (rc == 0 && found == 0 && n > 2 && n <= MAX_PAIR_WORDS) {
         size_t npairs;
         double pair_df[MAX_PAIR_WORDS * (MAX_PAIR_WORDS - 1)];
         q = pairs_query(words, n, word_df, pair_df, &npairs);
-        rc = run_match(m, kind, limit, q, pair_df, npairs, &hits, &found);
+        rc = run_match(m, kind, limit, q, pair_df, npairs, window, &hits, &found);
         free(q);
     }
     if (rc == 0 && found == 0) {
         q = join_words(words, n, " OR ", -1);
-        rc = run_match(m, kind, limit, q, df, ndf, &hits, &found);
+        rc = run_match(m, kind, limit, q, df, ndf, window, &hits, &found);
         free(q);
     }
 done:
@@ -816,10 +876,12 @@ static int touch(struct memory *m, const struct memory_hit *hits, size_t n, int6
         sqlite3_reset(st);
     }
     if (own_tx) {
+        m->touching = true;
         if (rc == 0)
             rc = memory_commit(m);
         else
             memory_rollback(m);
+        m->touching = false;
     }
     return rc;
 }

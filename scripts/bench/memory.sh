@@ -3,8 +3,11 @@
 # latency (p50 / p99) at 10k, 100k and 1M items (BM25 + spreading
 # activation, k = 10, default tuning), the same with a 768-dimension query
 # vector fused over stored embeddings, database bytes per item, and the
-# peak RSS of the recalling process. Goals: >= 50,000 inserts/s batched,
-# recall p99 < 20 ms at 1M items, RSS < 64 MiB while recalling.
+# peak RSS of the recalling process. Items go in as bulk loads of 10,000
+# (memory_begin_bulk). Every line also gives the CPU time (per recall: p50
+# and p99), steadier than the wall clock on a shared machine. Goals:
+# >= 50,000 inserts/s batched, recall p99 < 20 ms at 1M items, RSS < 64 MiB
+# while recalling.
 # Usage: [BUILD_DIR=DIR] scripts/bench/memory.sh [MAX_ITEMS] [QUERIES]
 #   (defaults 1000000 and 500; the 1M run needs about 5 GB of disk in
 #   $TMPDIR and takes several minutes)

@@ -9,19 +9,28 @@
  * so that spreading activation has links to follow. Everything is
  * deterministic (item i always has the same text).
  *
- *   memory_bench insert DB FROM TO      add items FROM..TO-1 in transactions
- *                                       of 10,000; prints items/s and links/s
+ *   memory_bench insert DB FROM TO      add items FROM..TO-1 in bulk loads
+ *                                       (memory_begin_bulk) of 10,000; prints
+ *                                       items/s, the time of the link writes
+ *                                       and of the commits (the full-text pass),
+ *                                       and the CPU time
  *   memory_bench embed DB DIM FROM TO   store DIM-float embeddings for them
  *   memory_bench recall DB N SET [DIM]  N recalls (k = 10, default tuning);
  *                                       SET is "typical" (3 words of Zipf rank
  *                                       200..30,000) or "frequent" (3 words of
  *                                       rank 20..200); DIM > 0 adds a query
- *                                       vector; prints p50, p99, mean and the
- *                                       process's peak RSS
+ *                                       vector; prints p50, p99, mean, the
+ *                                       process's peak RSS and the CPU time
+ *                                       p50 / p99 (steadier than the wall clock
+ *                                       on a shared machine)
  *   memory_bench size DB                database bytes, per item, and the share
  *                                       of embeddings (from dbstat)
  *
- * For experiments: BENCH_NO_LINKS=1 inserts items without links, and
+ * The words of the text come from a table built once, so generating an
+ * item (inside the timed loop) costs a few microseconds.
+ * For experiments: BENCH_NO_LINKS=1 inserts items without links,
+ * BENCH_NO_BULK=1 uses plain transactions (the triggers index each item),
+ * BENCH_KIND=paper makes recall filter by that kind, and
  * BENCH_PRAGMA="PRAGMA ..." runs SQL on the connection after it opens.
  * Depends on memory, store, error and SQLite.
  */
@@ -105,16 +114,24 @@ static void word(int r, char *out)
     }
 }
 
+static char vocab[VOCAB][16];
+static unsigned char vocab_len[VOCAB];
+
 static void words(int count, char *out)
 {
-    char w[16];
-    out[0] = '\0';
+    char *p = out;
     for (int i = 0; i < count; i++) {
-        word(zipf(), w);
+        int r = zipf();
+        if (!vocab_len[r]) {
+            word(r, vocab[r]);
+            vocab_len[r] = (unsigned char)strlen(vocab[r]);
+        }
         if (i)
-            strcat(out, " ");
-        strcat(out, w);
+            *p++ = ' ';
+        memcpy(p, vocab[r], vocab_len[r]);
+        p += vocab_len[r];
     }
+    *p = '\0';
 }
 
 static double now_s(void)
@@ -122,6 +139,16 @@ static double now_s(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* User and system CPU time of the process: steadier than the wall clock on
+ * a machine shared with other work. */
+static double cpu_s(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_utime.tv_sec + ru.ru_stime.tv_sec +
+           (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
 }
 
 static int64_t fixed_clock(void *ud)
@@ -157,10 +184,11 @@ static int cmd_insert(const char *path, long from, long to)
     if (open_memory(path, &s, &m) < 0)
         return 1;
     static char title[TITLE_WORDS * 16], text[TEXT_WORDS * 16];
-    double t0 = now_s(), link_time = 0;
+    double t0 = now_s(), c0 = cpu_s(), link_time = 0, commit_time = 0;
     long links = 0;
+    bool bulk = !getenv("BENCH_NO_BULK");
     for (long i = from; i < to; i++) {
-        if ((i - from) % BATCH == 0 && memory_begin(m) < 0)
+        if ((i - from) % BATCH == 0 && (bulk ? memory_begin_bulk(m) : memory_begin(m)) < 0)
             return fail();
         seed((uint64_t)i + 1);
         words(TITLE_WORDS, title);
@@ -185,15 +213,20 @@ static int cmd_insert(const char *path, long from, long to)
             links += 1 + (b != a);
             link_time += now_s() - l0;
         }
-        if ((i - from + 1) % BATCH == 0 || i + 1 == to)
+        if ((i - from + 1) % BATCH == 0 || i + 1 == to) {
+            double k0 = now_s();
             if (memory_commit(m) < 0)
                 return fail();
+            commit_time += now_s() - k0;
+        }
     }
-    double total = now_s() - t0;
+    double total = now_s() - t0, cpu = cpu_s() - c0;
     long n = to - from;
     printf("inserted %ld items in %.2f s: %.0f items/s with links (%ld links, %.2f s of the "
-           "time), %.0f items/s without the link writes\n",
-           n, total, n / total, links, link_time, n / (total - link_time));
+           "time), %.0f items/s without the link writes; %.2f s in commits (%s); %.2f s of "
+           "CPU (%.0f items per CPU second)\n",
+           n, total, n / total, links, link_time, n / (total - link_time), commit_time,
+           bulk ? "bulk loads: the full-text pass, then the WAL" : "the WAL", cpu, n / cpu);
     memory_free(m);
     store_close(s);
     return 0;
@@ -252,7 +285,7 @@ static int cmd_recall(const char *path, int n, const char *set, int dim)
         return 1;
     bool frequent = !strcmp(set, "frequent");
     int lo = frequent ? 20 : 200, hi = frequent ? 200 : VOCAB;
-    double *ms = calloc((size_t)n, sizeof *ms);
+    double *ms = calloc((size_t)n, sizeof *ms), *cpu_ms = calloc((size_t)n, sizeof *cpu_ms);
     float *q = dim > 0 ? malloc((size_t)dim * sizeof *q) : NULL;
     long hits_total = 0, activated = 0;
     for (int i = 0; i < n; i++) {
@@ -265,31 +298,39 @@ static int cmd_recall(const char *path, int n, const char *set, int dim)
         }
         if (q)
             random_unit(q, dim);
-        struct memory_recall_options o = {
-            .query = query, .k = 10, .query_vec = q, .dim = dim, .model = "bench"};
+        struct memory_recall_options o = {.query = query,
+                                          .kind = getenv("BENCH_KIND"),
+                                          .k = 10,
+                                          .query_vec = q,
+                                          .dim = dim,
+                                          .model = "bench"};
         struct memory_hit *hits;
         size_t nh;
-        double t0 = now_s();
+        double t0 = now_s(), c0 = cpu_s();
         if (memory_recall(m, &o, &hits, &nh) < 0)
             return fail();
         ms[i] = (now_s() - t0) * 1000;
+        cpu_ms[i] = (cpu_s() - c0) * 1000;
         hits_total += (long)nh;
         for (size_t j = 0; j < nh; j++)
             activated += hits[j].activation > 0;
         memory_hits_free(hits, nh);
     }
     qsort(ms, (size_t)n, sizeof *ms, compare_double);
+    qsort(cpu_ms, (size_t)n, sizeof *cpu_ms, compare_double);
     double sum = 0;
     for (int i = 0; i < n; i++)
         sum += ms[i];
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     printf("%d recalls (%s words%s): p50 %.2f ms, p99 %.2f ms, mean %.2f ms, max %.2f ms; "
-           "%.1f hits each, %.1f with activation; peak RSS %.1f MiB\n",
+           "%.1f hits each, %.1f with activation; peak RSS %.1f MiB; CPU p50 %.2f ms, p99 %.2f "
+           "ms\n",
            n, set, dim > 0 ? ", with a query vector" : "", ms[n / 2], ms[(int)ceil(n * 0.99) - 1],
-           sum / n, ms[n - 1], (double)hits_total / n, (double)activated / n,
-           ru.ru_maxrss / 1024.0);
+           sum / n, ms[n - 1], (double)hits_total / n, (double)activated / n, ru.ru_maxrss / 1024.0,
+           cpu_ms[n / 2], cpu_ms[(int)ceil(n * 0.99) - 1]);
     free(ms);
+    free(cpu_ms);
     free(q);
     memory_free(m);
     store_close(s);

@@ -56,6 +56,11 @@ class Files(MemoryCase):
         # accents from BibTeX are searchable without them
         self.assertEqual(self.search(ws, "Muller etude")[0]["title"],
                          "M\u00fcller's \u00c9tude on na\u00efve Bayes \u2013 revisited")
+        # each file was a bulk load (records merged into items added by the
+        # same load included): the full-text index matches the items
+        r = self.ok("doctor", cwd=ws)
+        self.assertRegex(r.stdout, r"ok\s+fulltext\s")
+        self.assertIn("all checks passed", r.stdout)
 
     def test_clean_file_exits_0_and_reingest_merges(self):
         ws = self.workspace()

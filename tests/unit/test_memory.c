@@ -4,7 +4,9 @@
  * spreading activation surfaces an item reachable only through a link;
  * the Hebbian update and link decay follow the documented formulas; a
  * second connection reads while the first writes; a killed writer loses
- * nothing committed; doctor finds damage; export and import round-trip. */
+ * nothing committed; doctor finds damage; export and import round-trip;
+ * a bulk load indexes its items at commit and nowhere else; a version-1
+ * database upgrades; the keyword search keeps to its bounds. */
 #include "check.h"
 #include "error.h"
 #include "memory.h"
@@ -859,7 +861,12 @@ static void test_killed_writer_loses_nothing_committed(void)
             _exit(3);
         for (int i = 0; i < 20; i++) /* committed one by one */
             add(m, "note", "", "committed", 0.5);
-        memory_begin(m);
+        memory_begin_bulk(m); /* a bulk load, committed: indexed at its commit */
+        for (int i = 0; i < 20; i++)
+            add(m, "note", "", "bulkcommitted", 0.5);
+        if (memory_commit(m) < 0)
+            _exit(5);
+        memory_begin_bulk(m);
         for (int i = 0; i < 20; i++)
             add(m, "note", "", "uncommitted", 0.5);
         raise(SIGKILL); /* dies inside the transaction */
@@ -874,11 +881,177 @@ static void test_killed_writer_loses_nothing_committed(void)
     CHECK_EQ_INT(query_int(f.store, "SELECT count(*) FROM memory_items WHERE text = 'uncommitted'"),
                  0);
     CHECK_EQ_INT(top_hit(f.mem, "uncommitted", NULL), 0);
+    CHECK(top_hit(f.mem, "bulkcommitted", NULL) > 20);
+    CHECK_EQ_INT(query_int(f.store, "SELECT count(*) FROM memory_bulk"), 0);
     close_fixture(&f);
     cJSON *report = NULL;
     REQUIRE(memory_doctor(db_path("killed.db"), false, &report) == 0);
     CHECK(cJSON_IsTrue(cJSON_GetObjectItem(report, "ok")));
     cJSON_Delete(report);
+}
+
+static bool fts_consistent(struct store *s)
+{
+    return store_exec(s, "INSERT INTO memory_fts(memory_fts) VALUES ('integrity-check')") == 0;
+}
+
+static void update_text(struct memory *m, int64_t id, const char *text)
+{
+    struct memory_item it;
+    memory_item_init(&it);
+    it.text = (char *)text;
+    it.importance = NAN;
+    if (memory_item_update(m, id, &it) < 0)
+        fprintf(stderr, "  update: %s\n", error_message());
+}
+
+static void test_bulk_load_indexes_at_commit(void)
+{
+    struct fixture f;
+    open_fixture(&f, "bulk.db", true);
+    int64_t old = add(f.mem, "note", "", "original wording", 0.5);
+    REQUIRE(memory_begin_bulk(f.mem) == 0);
+    CHECK(memory_in_bulk(f.mem));
+    CHECK(memory_begin(f.mem) < 0); /* not nestable either */
+    int64_t a = add(f.mem, "note", "", "zebra crossing", 0.5);
+    int64_t b = add(f.mem, "note", "", "yak shaving", 0.5);
+    int64_t c = add(f.mem, "note", "", "walrus tusk", 0.5);
+    REQUIRE(a > old && b > a && c > b);
+    /* the triggers left them alone: not searchable until the commit */
+    CHECK_EQ_INT(query_int(f.store, "SELECT count(*) FROM memory_fts WHERE memory_fts MATCH "
+                                    "'zebra OR yak OR walrus'"),
+                 0);
+    CHECK_EQ_INT(top_hit(f.mem, "zebra", NULL), 0);
+    update_text(f.mem, b, "yak grooming");      /* a new item changed: indexed as it ends */
+    REQUIRE(memory_item_forget(f.mem, c) == 0); /* a new item gone: never indexed */
+    update_text(f.mem, old, "renamed wording"); /* an older item: the trigger at once */
+    CHECK_EQ_INT(top_hit(f.mem, "renamed", NULL), old);
+    REQUIRE(memory_commit(f.mem) == 0);
+    CHECK(!memory_in_bulk(f.mem));
+    CHECK_EQ_INT(query_int(f.store, "SELECT count(*) FROM memory_bulk"), 0);
+    CHECK(fts_consistent(f.store));
+    CHECK_EQ_INT(top_hit(f.mem, "zebra", NULL), a);
+    CHECK_EQ_INT(top_hit(f.mem, "grooming", NULL), b);
+    CHECK_EQ_INT(top_hit(f.mem, "shaving", NULL), 0);
+    CHECK_EQ_INT(top_hit(f.mem, "walrus", NULL), 0);
+    CHECK_EQ_INT(top_hit(f.mem, "renamed", NULL), old);
+    CHECK_EQ_INT(top_hit(f.mem, "original", NULL), 0);
+
+    /* a rolled back load leaves nothing, not even its mark */
+    REQUIRE(memory_begin_bulk(f.mem) == 0);
+    add(f.mem, "note", "", "quokka", 0.5);
+    memory_rollback(f.mem);
+    CHECK(!memory_in_bulk(f.mem));
+    CHECK_EQ_INT(query_int(f.store, "SELECT count(*) FROM memory_bulk"), 0);
+    CHECK_EQ_INT(query_int(f.store, "SELECT count(*) FROM memory_items WHERE text = 'quokka'"), 0);
+    CHECK(fts_consistent(f.store));
+    /* and single writes are indexed by the triggers again, at once */
+    int64_t d = add(f.mem, "note", "", "platypus", 0.5);
+    CHECK_EQ_INT(top_hit(f.mem, "platypus", NULL), d);
+    /* an ordinary transaction is not a bulk load: the triggers index */
+    REQUIRE(memory_begin(f.mem) == 0);
+    CHECK(!memory_in_bulk(f.mem));
+    int64_t e = add(f.mem, "note", "", "echidna", 0.5);
+    CHECK_EQ_INT(top_hit(f.mem, "echidna", NULL), e);
+    REQUIRE(memory_commit(f.mem) == 0);
+    CHECK(fts_consistent(f.store));
+    close_fixture(&f);
+}
+
+static void test_upgrade_from_version_1(void)
+{
+    const char *name = "v1.db";
+    unlink(db_path(name));
+    store_reset_migrations();
+    memory_register_migrations_upto(1);
+    struct store *s = NULL;
+    REQUIRE(store_open(&s, db_path(name)) == 0);
+    int v = 0;
+    CHECK(store_schema_version(s, "memory", &v) == 0 && v == 1);
+    REQUIRE(store_exec(s, "INSERT INTO memory_items(uid, kind, title, text, created_ms,"
+                          " accessed_ms) VALUES ('legacy0000000001', 'note', 'legacy title',"
+                          " 'written by version one', 1, 1)") == 0);
+    CHECK_EQ_INT(query_int(s, "SELECT count(*) FROM sqlite_schema WHERE name = 'memory_bulk'"), 0);
+    store_close(s);
+
+    struct fixture f;
+    open_fixture(&f, name, false); /* every migration registered: 2, 3 and 4 run */
+    CHECK(store_schema_version(f.store, "memory", &v) == 0 && v == 4);
+    CHECK_EQ_INT(query_int(f.store, "SELECT count(*) FROM memory_bulk"), 0);
+    CHECK_EQ_INT(query_int(f.store, "SELECT v FROM memory_fts_config WHERE k = 'hashsize'"),
+                 16777216);
+    CHECK(fts_consistent(f.store));
+    CHECK_EQ_INT(top_hit(f.mem, "legacy", NULL), 1);
+    update_text(f.mem, 1, "rewritten after the upgrade");
+    CHECK_EQ_INT(top_hit(f.mem, "rewritten", NULL), 1);
+    CHECK_EQ_INT(top_hit(f.mem, "version", NULL), 0);
+    REQUIRE(memory_begin_bulk(f.mem) == 0);
+    int64_t id = add(f.mem, "paper", "", "loaded in bulk after the upgrade", 0.5);
+    REQUIRE(memory_commit(f.mem) == 0);
+    CHECK_EQ_INT(top_hit(f.mem, "bulk", NULL), id);
+    CHECK(fts_consistent(f.store));
+    close_fixture(&f);
+}
+
+/* The bounds of the keyword search on large stores, made small enough for
+ * a test with memory_set_search_limits(). */
+static void test_keyword_search_bounds(void)
+{
+    struct fixture f;
+    open_fixture(&f, "bounds.db", true);
+    REQUIRE(memory_begin_bulk(f.mem) == 0);
+    int64_t gamma = add(f.mem, "note", "", "gamma", 0.5);
+    int64_t beta = add(f.mem, "note", "", "beta", 0.5);
+    for (int i = 0; i < 4; i++)
+        add(f.mem, "note", "", "beta filler", 0.5);
+    int64_t alpha = add(f.mem, "note", "alpha alpha", "alpha", 1.0);
+    for (int i = 0; i < 7; i++)
+        add(f.mem, "note", "", "alpha filler", 0.5);
+    /* "omega" in more than 1,000 items: a common word; the oldest matter most */
+    int64_t first_omega = 0, last_omega = 0;
+    for (int i = 0; i < 1010; i++) {
+        last_omega = add(f.mem, "note", "", "omega", i < 500 ? 1.0 : 0.0);
+        if (!first_omega)
+            first_omega = last_omega;
+    }
+    REQUIRE(memory_commit(f.mem) == 0);
+
+    struct memory_hit *hits;
+    size_t n;
+    struct memory_recall_options o = {.query = "alpha beta gamma", .k = 50, .no_touch = true};
+    /* default budget: every rare word is searched, the alpha item wins */
+    REQUIRE(memory_recall(f.mem, &o, &hits, &n) == 0);
+    REQUIRE(n > 0);
+    CHECK_EQ_INT(hits[0].item.id, alpha);
+    memory_hits_free(hits, n);
+    /* a budget of 10 items: gamma (1) and beta (5) fit, alpha (8) does not */
+    memory_set_search_limits(f.mem, 10, 0);
+    REQUIRE(memory_recall(f.mem, &o, &hits, &n) == 0);
+    CHECK_EQ_INT(n, 6);
+    bool saw_gamma = false, saw_beta = false;
+    for (size_t i = 0; i < n; i++) {
+        CHECK(!strstr(hits[i].item.text, "alpha"));
+        saw_gamma |= hits[i].item.id == gamma;
+        saw_beta |= hits[i].item.id == beta;
+    }
+    CHECK(saw_gamma && saw_beta);
+    memory_hits_free(hits, n);
+
+    /* every word common: by default the whole store is searched */
+    struct memory_recall_options c = {.query = "omega", .k = 5, .no_touch = true};
+    memory_set_search_limits(f.mem, 0, 0);
+    REQUIRE(memory_recall(f.mem, &c, &hits, &n) == 0);
+    REQUIRE(n == 5);
+    CHECK(hits[0].item.id >= first_omega && hits[0].item.id < first_omega + 500);
+    memory_hits_free(hits, n);
+    /* with a window of 20 items, only the 20 newest are */
+    memory_set_search_limits(f.mem, 0, 20);
+    REQUIRE(memory_recall(f.mem, &c, &hits, &n) == 0);
+    REQUIRE(n == 5);
+    for (size_t i = 0; i < n; i++)
+        CHECK(hits[i].item.id > last_omega - 20);
+    memory_hits_free(hits, n);
+    close_fixture(&f);
 }
 
 static const cJSON *find_check(const cJSON *report, const char *name)
@@ -906,7 +1079,7 @@ static void test_doctor_and_damaged_files(void)
     CHECK(cJSON_IsTrue(cJSON_GetObjectItem(report, "ok")));
     const cJSON *schema = find_check(report, "schema");
     REQUIRE(schema);
-    CHECK_CONTAINS(cJSON_GetObjectItem(schema, "detail")->valuestring, "memory 3");
+    CHECK_CONTAINS(cJSON_GetObjectItem(schema, "detail")->valuestring, "memory 4");
     cJSON_Delete(report);
 
     /* a stale full-text index is found */
@@ -1102,6 +1275,9 @@ int main(void)
     RUN(test_embeddings_fused_by_reciprocal_rank);
     RUN(test_reader_during_write);
     RUN(test_killed_writer_loses_nothing_committed);
+    RUN(test_bulk_load_indexes_at_commit);
+    RUN(test_upgrade_from_version_1);
+    RUN(test_keyword_search_bounds);
     RUN(test_doctor_and_damaged_files);
     RUN(test_export_import_round_trip);
     RUN(test_stats);
