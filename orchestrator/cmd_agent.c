@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "agent.h"
+#include "agent_host.h"
 #include "alloc.h"
 #include "buf.h"
 #include "config.h"
@@ -45,13 +46,7 @@ static const struct cli_option agent_options[] = {
 };
 
 struct context {
-    char *workspace;
-    struct config *cfg;
-    struct store *store;
-    struct memory *memory;
-    struct loop *loop;
-    struct llm *gw;
-    struct agent_runtime *rt;
+    struct agent_host h;
     struct agent_task *task;
     bool interrupted, finished;
     int rc;
@@ -60,45 +55,12 @@ struct context {
 static int context_open(struct context *c, const char *strategy)
 {
     memset(c, 0, sizeof *c);
-    int rc = workspace_find(".", &c->workspace);
-    if (rc == TH_ENOTFOUND) {
-        error_clear();
-        rc = 0;
-    }
-    if (rc < 0 || (rc = config_load(&c->cfg, c->workspace)) < 0)
-        return rc;
-    if (c->workspace) {
-        llm_register_migrations();
-        memory_register_migrations();
-        if ((rc = workspace_store_open(c->workspace, &c->store)) < 0)
-            return rc;
-        struct memory_params params;
-        memory_params_from_config(&params, c->cfg);
-        if ((rc = memory_new(&c->memory, c->store, &params)) < 0)
-            return rc;
-    }
-    if ((rc = loop_new(&c->loop)) < 0 || (rc = llm_new(&c->gw, c->loop, c->cfg, c->store)) < 0)
-        return rc;
-    struct agent_runtime_options o = {
-        .loop = c->loop,
-        .cfg = c->cfg,
-        .workspace = c->workspace,
-        .llm = c->gw,
-        .memory = c->memory,
-        .strategy = strategy,
-    };
-    return agent_runtime_new(&c->rt, &o);
+    return agent_host_open(&c->h, strategy);
 }
 
 static void context_close(struct context *c)
 {
-    agent_runtime_free(c->rt);
-    llm_free(c->gw);
-    memory_free(c->memory);
-    loop_free(c->loop);
-    store_close(c->store);
-    config_free(c->cfg);
-    free(c->workspace);
+    agent_host_close(&c->h);
 }
 
 /* ---- list ------------------------------------------------------------------ */
@@ -110,7 +72,7 @@ static int list_agents(const struct cli_option *o, struct cli_args *args)
     size_t n = 0;
     int rc = context_open(&c, cli_value(o, args, "strategy"));
     if (rc == 0)
-        rc = agent_list(c.rt, &list, &n);
+        rc = agent_list(c.h.rt, &list, &n);
     if (rc < 0)
         goto cleanup;
     int broken = 0;
@@ -203,7 +165,7 @@ static void on_done(struct agent_task *task, const struct agent_result *res, voi
         else if (res->traceback)
             log_error("%s", res->traceback);
     }
-    loop_stop(c->loop);
+    loop_stop(c->h.loop);
 }
 
 static int read_input(const char *arg, cJSON **out)
@@ -251,9 +213,9 @@ static int run_agent(const struct cli_option *o, struct cli_args *args)
     rc = context_open(&c, cli_value(o, args, "strategy"));
     struct agent_call_options co = {cli_value(o, args, "run"), cli_value(o, args, "node")};
     if (rc == 0)
-        rc = agent_start(c.rt, args->positional[1], input, &co, on_done, &c, &c.task);
-    if (rc == 0 && (rc = loop_on_shutdown(c.loop, on_interrupt, &c)) == 0 &&
-        (rc = loop_run(c.loop)) == 0) {
+        rc = agent_start(c.h.rt, args->positional[1], input, &co, on_done, &c, &c.task);
+    if (rc == 0 && (rc = loop_on_shutdown(c.h.loop, on_interrupt, &c)) == 0 &&
+        (rc = loop_run(c.h.loop)) == 0) {
         if (c.interrupted) {
             log_error("interrupted: the agent was cancelled");
             rc = EXIT_INTERRUPTED;

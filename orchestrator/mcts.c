@@ -1,0 +1,1274 @@
+/*
+ * mcts: the search engine declared in mcts.h.
+ *
+ * The tree is one array of small fixed-size nodes (ids are indexes), each
+ * with its statistics, its links (parent, first and last child, next
+ * sibling) and a separately allocated payload. One iteration selects a node
+ * from the root by UCT or PUCT (or asks the caller's select callback), puts
+ * a virtual loss on the path, and queues work: an expansion, an evaluation,
+ * or nothing when it reached a terminal node whose value is known (that
+ * value is backed up again at once). Work runs from one trampoline, pump():
+ * callbacks that answer inside the call only queue more work or finish an
+ * iteration, so synchronous answers never recurse, and late answers from
+ * the event loop re-enter pump() from the top. With a loop the engine also
+ * hands the loop back every few thousand steps, and reports the end through
+ * a zero-delay timer so that done() never runs inside an answer. A node is
+ * complete when nothing below it can change any more (terminal and
+ * evaluated, or fully expanded with complete children); a complete root
+ * ends the search. Persistence (tables of the store module "mcts") is at
+ * the end of the file. Depends on alloc, error, loop, store and SQLite.
+ */
+#include "mcts.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "alloc.h"
+#include "error.h"
+#include "loop.h"
+#include "store.h"
+
+enum {
+    F_EVALUATED = 1 << 0, /* an evaluation (or mcts_backup) gave it a value */
+    F_EXPANDED = 1 << 1,  /* an expansion added children */
+    F_FULL = 1 << 2,      /* an expansion added nothing more (widening) */
+    F_COMPLETE = 1 << 3,  /* nothing below can change any more */
+    F_PENDING = 1 << 4,   /* a callback for it is outstanding */
+    F_EXPANDING = 1 << 5, /* ... and it is an expansion */
+};
+#define F_SAVED (F_EVALUATED | F_EXPANDED | F_FULL | F_COMPLETE)
+
+/* 48 bytes: what selection reads (statistics, flags, the sibling link)
+ * comes first; payloads live in a table of their own. */
+struct node {
+    double sum;           /* sum of backed-up values */
+    float max;            /* best backed-up value (0 unvisited) */
+    float prior;          /* as given by the caller */
+    uint32_t visits;      /* backed-up values */
+    uint32_t inflight;    /* iterations in flight through the node */
+    mcts_id next_sibling; /* children in the order they were added */
+    uint8_t state;        /* MCTS_EXPANDABLE or MCTS_TERMINAL */
+    uint8_t flags;        /* F_* */
+    uint16_t nchildren;   /* at most MAX_CHILDREN */
+    mcts_id first_child;  /* */
+    mcts_id last_child;   /* (to append in O(1)) */
+    mcts_id parent;       /* MCTS_NONE for the root */
+    uint32_t slot;        /* in-flight iteration while F_PENDING */
+};
+
+#define MAX_CHILDREN UINT16_MAX
+
+struct payload {
+    char *data; /* NUL-terminated copy */
+    uint32_t len;
+};
+
+enum task_kind { TASK_EXPAND, TASK_EVALUATE };
+
+struct task {
+    mcts_id node;
+    int kind;
+};
+
+/* One iteration in flight: the node its selection reached (virtual loss is
+ * on the path from there to the root) and how many answers it waits for. */
+struct slot {
+    mcts_id leaf;
+    mcts_id mark; /* the leaf's last child before an expansion */
+    uint32_t pending;
+    uint32_t next_free;
+};
+
+struct mcts {
+    struct mcts_options o;
+    struct mcts_callbacks cb;
+    void *ud;
+
+    struct node *nodes;
+    size_t n, cap;
+    struct payload *payloads; /* NULL until a payload is set; then cap entries */
+
+    uint64_t rng;
+    uint64_t iterations; /* finished */
+    uint64_t tokens;
+
+    struct task *queue; /* ring buffer */
+    size_t qhead, qlen, qcap;
+
+    struct slot *slots;
+    uint32_t nslots, free_slot, busy;
+
+    struct loop *loop;
+    struct loop_timer *timer; /* continuation or done() report */
+    bool running, pumping, cancelled, finishing;
+    uint64_t deadline; /* monotonic ms, 0: none */
+    unsigned clock_skip;
+    enum mcts_stop stop, last_stop;
+    char *error;
+};
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* splitmix64: small, fast, and good enough to break ties. */
+static uint64_t rng_next(struct mcts *t)
+{
+    uint64_t z = (t->rng += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+/* 1 / sqrt(n) for small n, filled once: UCT needs it for every child. */
+#define RSQRT_TABLE 1024
+static double rsqrt_table[RSQRT_TABLE];
+
+static inline double rsqrt(double n)
+{
+    if (n < RSQRT_TABLE && n == (double)(unsigned)n)
+        return rsqrt_table[(unsigned)n];
+    return 1.0 / sqrt(n);
+}
+
+void mcts_options_default(struct mcts_options *o)
+{
+    memset(o, 0, sizeof *o);
+    o->policy = MCTS_UCT;
+    o->c = 1.414;
+    o->widen_k = 0;
+    o->widen_alpha = 0.5;
+    o->backup = MCTS_BACKUP_MEAN;
+    o->virtual_loss = 1;
+    o->max_inflight = 1;
+    o->evaluate_children = true;
+    o->seed = 0;
+}
+
+static int check_options(const struct mcts_options *o)
+{
+    if (o->policy != MCTS_UCT && o->policy != MCTS_PUCT)
+        return error_setc(TH_EUSAGE, "unknown mcts policy %d", (int)o->policy);
+    if (o->backup != MCTS_BACKUP_MEAN && o->backup != MCTS_BACKUP_MAX)
+        return error_setc(TH_EUSAGE, "unknown mcts back-up %d", (int)o->backup);
+    if (!(o->c >= 0) || !isfinite(o->c))
+        return error_setc(TH_EUSAGE, "mcts exploration constant must be a number >= 0, got %g",
+                          o->c);
+    if (!(o->widen_k >= 0) || !isfinite(o->widen_k))
+        return error_setc(TH_EUSAGE, "mcts widening k must be >= 0 (0 disables it), got %g",
+                          o->widen_k);
+    if (o->widen_k > 0 && !(o->widen_alpha > 0 && o->widen_alpha <= 1))
+        return error_setc(TH_EUSAGE, "mcts widening alpha must be in (0, 1], got %g",
+                          o->widen_alpha);
+    if (!(o->virtual_loss >= 0) || !isfinite(o->virtual_loss))
+        return error_setc(TH_EUSAGE, "mcts virtual loss must be >= 0, got %g", o->virtual_loss);
+    if (o->max_inflight < 1 || o->max_inflight > 1 << 20)
+        return error_setc(TH_EUSAGE, "mcts max_inflight must be from 1 to %d, got %d", 1 << 20,
+                          o->max_inflight);
+    return 0;
+}
+
+static mcts_id node_add(struct mcts *t, mcts_id parent, double prior)
+{
+    if (t->n == t->cap) {
+        size_t old = t->cap;
+        t->cap = t->cap ? t->cap * 2 : 64;
+        t->nodes = xreallocarray(t->nodes, t->cap, sizeof *t->nodes);
+        if (t->payloads) {
+            t->payloads = xreallocarray(t->payloads, t->cap, sizeof *t->payloads);
+            memset(t->payloads + old, 0, (t->cap - old) * sizeof *t->payloads);
+        }
+    }
+    mcts_id id = (mcts_id)t->n++;
+    struct node *x = &t->nodes[id];
+    memset(x, 0, sizeof *x);
+    x->prior = (float)prior;
+    x->parent = parent;
+    x->first_child = x->last_child = x->next_sibling = MCTS_NONE;
+    x->state = MCTS_EXPANDABLE;
+    if (parent != MCTS_NONE) {
+        struct node *p = &t->nodes[parent];
+        if (p->last_child == MCTS_NONE)
+            p->first_child = id;
+        else
+            t->nodes[p->last_child].next_sibling = id;
+        p->last_child = id;
+        p->nchildren++;
+    }
+    return id;
+}
+
+static void tree_clear(struct mcts *t)
+{
+    if (t->payloads)
+        for (size_t i = 0; i < t->n; i++) {
+            free(t->payloads[i].data);
+            t->payloads[i] = (struct payload){NULL, 0};
+        }
+    t->n = 0;
+}
+
+int mcts_new(struct mcts **out, const struct mcts_options *o, const struct mcts_callbacks *cb,
+             void *ud)
+{
+    *out = NULL;
+    struct mcts_options def;
+    if (!o) {
+        mcts_options_default(&def);
+        o = &def;
+    }
+    int rc = check_options(o);
+    if (rc < 0)
+        return rc;
+    if (!cb || !cb->expand || !cb->evaluate)
+        return error_setc(TH_EUSAGE, "an mcts search needs expand and evaluate callbacks");
+    if (rsqrt_table[1] == 0)
+        for (unsigned i = 1; i < RSQRT_TABLE; i++)
+            rsqrt_table[i] = 1.0 / sqrt((double)i);
+    struct mcts *t = xcalloc(1, sizeof *t);
+    t->o = *o;
+    t->cb = *cb;
+    t->ud = ud;
+    t->rng = o->seed;
+    t->free_slot = UINT32_MAX;
+    node_add(t, MCTS_NONE, 1.0);
+    *out = t;
+    return 0;
+}
+
+void mcts_free(struct mcts *t)
+{
+    if (!t)
+        return;
+    if (t->timer)
+        loop_timer_cancel(t->timer);
+    tree_clear(t);
+    free(t->nodes);
+    free(t->payloads);
+    free(t->queue);
+    free(t->slots);
+    free(t->error);
+    free(t);
+}
+
+/* ---- statistics and policy ---------------------------------------------- */
+
+static inline double node_q(const struct mcts *t, const struct node *x)
+{
+    if (t->o.backup == MCTS_BACKUP_MAX)
+        return x->max;
+    return x->visits ? x->sum / x->visits : 0;
+}
+
+/* Q with the virtual loss of the iterations in flight through x. */
+static inline double node_q_vl(const struct mcts *t, const struct node *x)
+{
+    double q = node_q(t, x);
+    if (!x->inflight || t->o.virtual_loss <= 0)
+        return q;
+    double n = x->visits, i = x->inflight;
+    return (n * q - t->o.virtual_loss * i) / (n + i);
+}
+
+unsigned mcts_child_limit(const struct mcts *t, mcts_id n)
+{
+    if (n >= t->n)
+        return 0;
+    if (t->o.widen_k <= 0)
+        return UINT32_MAX;
+    double v = t->nodes[n].visits > 1 ? t->nodes[n].visits : 1;
+    double lim = ceil(t->o.widen_k * pow(v, t->o.widen_alpha));
+    if (lim < 1)
+        return 1;
+    return lim > (double)UINT32_MAX ? UINT32_MAX : (unsigned)lim;
+}
+
+static bool can_expand(const struct mcts *t, mcts_id id)
+{
+    const struct node *x = &t->nodes[id];
+    if (t->o.widen_k <= 0)
+        return !(x->flags & F_EXPANDED) && x->nchildren == 0;
+    return !(x->flags & F_FULL) && x->nchildren < mcts_child_limit(t, id);
+}
+
+/* The child the policy would descend to; MCTS_NONE when every child is
+ * pending. Exact ties are broken at random (seeded). */
+static mcts_id pick_child(struct mcts *t, mcts_id p)
+{
+    const struct node *pn = &t->nodes[p];
+    bool vl = t->o.virtual_loss > 0; /* 0: in-flight iterations are not counted at all */
+    double np = (double)pn->visits + (vl ? pn->inflight : 0);
+    if (np < 1)
+        np = 1;
+    bool puct = t->o.policy == MCTS_PUCT;
+    double explore = puct ? t->o.c * sqrt(np) : 0;
+    double c_sqrt_logn = puct ? 0 : t->o.c * sqrt(log(np));
+    double psum = 0, fpu = 0;
+    if (puct) {
+        for (mcts_id c = pn->first_child; c != MCTS_NONE; c = t->nodes[c].next_sibling)
+            psum += t->nodes[c].prior > 0 ? t->nodes[c].prior : 0;
+        fpu = node_q_vl(t, pn);
+    }
+    double uniform = pn->nchildren ? 1.0 / pn->nchildren : 0;
+    mcts_id best = MCTS_NONE;
+    double best_score = -INFINITY;
+    uint64_t ties = 0;
+    for (mcts_id c = pn->first_child; c != MCTS_NONE; c = t->nodes[c].next_sibling) {
+        const struct node *x = &t->nodes[c];
+        /* the next level is read next: start loading it while this one is
+         * scored (siblings are mostly contiguous, so this covers them) */
+        if (x->first_child != MCTS_NONE) {
+            __builtin_prefetch(&t->nodes[x->first_child]);
+            __builtin_prefetch(&t->nodes[x->last_child]);
+        }
+        if (x->flags & F_PENDING)
+            continue;
+        double nc = (double)x->visits + (vl ? x->inflight : 0);
+        double score;
+        if (puct) {
+            double prior = psum > 0 ? (x->prior > 0 ? x->prior / psum : 0) : uniform;
+            double q = nc > 0 ? node_q_vl(t, x) : fpu;
+            score = q + explore * prior / (1 + nc);
+        } else if (nc == 0) {
+            score = INFINITY;
+        } else {
+            score = node_q_vl(t, x) + c_sqrt_logn * rsqrt(nc);
+        }
+        if (score > best_score || best == MCTS_NONE) {
+            best = c;
+            best_score = score;
+            ties = 1;
+        } else if (score == best_score) {
+            ties++;
+            if (rng_next(t) % ties == 0)
+                best = c;
+        }
+    }
+    return best;
+}
+
+static bool node_complete(const struct mcts *t, mcts_id id)
+{
+    const struct node *x = &t->nodes[id];
+    if (x->flags & F_PENDING)
+        return false;
+    if (x->state == MCTS_TERMINAL)
+        return (x->flags & F_EVALUATED) && !t->o.reevaluate_terminal;
+    if (id != 0 && !(x->flags & F_EVALUATED))
+        return false;
+    if (!x->nchildren)
+        return false;
+    if (t->o.widen_k <= 0 ? !(x->flags & F_EXPANDED) && !x->nchildren : !(x->flags & F_FULL))
+        return false;
+    for (mcts_id c = x->first_child; c != MCTS_NONE; c = t->nodes[c].next_sibling)
+        if (!(t->nodes[c].flags & F_COMPLETE))
+            return false;
+    return true;
+}
+
+/* Recomputes completeness of id and, while it changes, of its ancestors. */
+static void update_complete(struct mcts *t, mcts_id id)
+{
+    while (id != MCTS_NONE) {
+        struct node *x = &t->nodes[id];
+        bool was = x->flags & F_COMPLETE;
+        bool now = node_complete(t, id);
+        if (was == now)
+            return;
+        if (now)
+            x->flags |= F_COMPLETE;
+        else
+            x->flags &= (uint8_t)~F_COMPLETE;
+        id = x->parent;
+    }
+}
+
+static void backup_path(struct mcts *t, mcts_id id, double v)
+{
+    for (; id != MCTS_NONE; id = t->nodes[id].parent) {
+        struct node *x = &t->nodes[id];
+        if (!x->visits || v > x->max)
+            x->max = (float)v;
+        x->visits++;
+        x->sum += v;
+    }
+}
+
+static void virtual_loss(struct mcts *t, mcts_id id, int delta)
+{
+    for (; id != MCTS_NONE; id = t->nodes[id].parent)
+        t->nodes[id].inflight += (uint32_t)delta;
+}
+
+/* ---- iterations, work queue and the trampoline --------------------------- */
+
+static void push_task(struct mcts *t, mcts_id node, int kind)
+{
+    if (t->qlen == t->qcap) {
+        size_t cap = t->qcap ? t->qcap * 2 : 16;
+        struct task *q = xreallocarray(NULL, cap, sizeof *q);
+        for (size_t i = 0; i < t->qlen; i++)
+            q[i] = t->queue[(t->qhead + i) % t->qcap];
+        free(t->queue);
+        t->queue = q;
+        t->qhead = 0;
+        t->qcap = cap;
+    }
+    t->queue[(t->qhead + t->qlen) % t->qcap] = (struct task){node, kind};
+    t->qlen++;
+}
+
+static uint32_t slot_alloc(struct mcts *t, mcts_id leaf)
+{
+    uint32_t s = t->free_slot;
+    if (s == UINT32_MAX) {
+        t->slots = xreallocarray(t->slots, t->nslots + 1, sizeof *t->slots);
+        s = t->nslots++;
+    } else {
+        t->free_slot = t->slots[s].next_free;
+    }
+    t->slots[s] = (struct slot){leaf, MCTS_NONE, 0, UINT32_MAX};
+    t->busy++;
+    virtual_loss(t, leaf, +1);
+    return s;
+}
+
+static void slot_release(struct mcts *t, uint32_t s)
+{
+    virtual_loss(t, t->slots[s].leaf, -1);
+    t->slots[s].next_free = t->free_slot;
+    t->free_slot = s;
+    t->busy--;
+    t->iterations++;
+}
+
+/* Marks node pending for a callback of iteration s and queues it. */
+static void queue_work(struct mcts *t, uint32_t s, mcts_id node, int kind)
+{
+    struct node *x = &t->nodes[node];
+    x->flags |= F_PENDING;
+    if (kind == TASK_EXPAND)
+        x->flags |= F_EXPANDING;
+    x->slot = s;
+    t->slots[s].pending++;
+    push_task(t, node, kind);
+}
+
+static void fail(struct mcts *t, const char *msg)
+{
+    if (t->stop != MCTS_STOP_ERROR) {
+        free(t->error);
+        t->error = xstrdup(msg);
+        t->stop = MCTS_STOP_ERROR;
+    }
+}
+
+enum start { START_WORK, START_DONE, START_STUCK, START_EXHAUSTED };
+
+static int start_iteration(struct mcts *t)
+{
+    if (t->nodes[0].flags & F_COMPLETE)
+        return START_EXHAUSTED;
+    mcts_id n = 0;
+    if (t->cb.select) {
+        mcts_id m = t->cb.select(t, t->ud);
+        if (m != MCTS_NONE && m < t->n)
+            n = m;
+    }
+    for (;;) {
+        struct node *x = &t->nodes[n];
+        if (x->flags & F_PENDING)
+            return START_STUCK;
+        if (x->state == MCTS_TERMINAL) {
+            if (!(x->flags & F_EVALUATED) || t->o.reevaluate_terminal)
+                break;
+            /* a known value: back it up again, nothing to wait for */
+            backup_path(t, n, node_q(t, x));
+            t->iterations++;
+            return START_DONE;
+        }
+        if (n != 0 && !(x->flags & F_EVALUATED))
+            break;
+        if (can_expand(t, n)) {
+            if (t->cb.terminal && t->cb.terminal(t, n, t->ud)) {
+                t->nodes[n].state = MCTS_TERMINAL;
+                update_complete(t, n);
+                continue;
+            }
+            uint32_t s = slot_alloc(t, n);
+            t->slots[s].mark = t->nodes[n].last_child;
+            queue_work(t, s, n, TASK_EXPAND);
+            return START_WORK;
+        }
+        mcts_id c = pick_child(t, n);
+        if (c == MCTS_NONE)
+            return START_STUCK;
+        n = c;
+    }
+    uint32_t s = slot_alloc(t, n);
+    queue_work(t, s, n, TASK_EVALUATE);
+    return START_WORK;
+}
+
+static enum mcts_stop check_budget(struct mcts *t)
+{
+    if (t->cancelled)
+        return MCTS_STOP_CANCELLED;
+    if (t->o.budget.iterations && t->iterations + t->busy >= t->o.budget.iterations)
+        return MCTS_STOP_ITERATIONS;
+    if (t->o.budget.tokens && t->tokens >= t->o.budget.tokens)
+        return MCTS_STOP_TOKENS;
+    if (t->deadline && (t->clock_skip++ & 31) == 0 && now_ms() >= t->deadline)
+        return MCTS_STOP_TIME;
+    return MCTS_STOP_NONE;
+}
+
+static void on_timer(struct loop_timer *timer, void *ud);
+
+static void finish(struct mcts *t)
+{
+    if (t->loop) {
+        /* report from the loop, never from inside an answer */
+        if (!t->finishing) {
+            t->finishing = true;
+            if (t->timer)
+                loop_timer_cancel(t->timer);
+            t->timer = loop_timer_add(t->loop, 0, on_timer, t);
+        }
+        return;
+    }
+    /* without a loop, mcts_run() reports the end as its last step */
+    t->running = false;
+    t->last_stop = t->stop;
+}
+
+#define STEPS_PER_TURN 4096
+
+static void pump(struct mcts *t)
+{
+    if (t->pumping || !t->running || t->finishing)
+        return;
+    t->pumping = true;
+    unsigned steps = 0;
+    bool yielded = false;
+    for (;;) {
+        if (t->qlen) {
+            struct task task = t->queue[t->qhead];
+            t->qhead = (t->qhead + 1) % t->qcap;
+            t->qlen--;
+            if (task.kind == TASK_EXPAND)
+                t->cb.expand(t, task.node, t->ud);
+            else
+                t->cb.evaluate(t, task.node, t->ud);
+            continue;
+        }
+        if (t->stop == MCTS_STOP_NONE)
+            t->stop = check_budget(t);
+        if (t->stop != MCTS_STOP_NONE || t->busy >= (uint32_t)t->o.max_inflight)
+            break;
+        int r = start_iteration(t);
+        if (r == START_EXHAUSTED || (r == START_STUCK && t->busy == 0)) {
+            t->stop = MCTS_STOP_EXHAUSTED;
+            break;
+        }
+        if (r == START_STUCK)
+            break;
+        if (t->loop && ++steps >= STEPS_PER_TURN) {
+            yielded = true;
+            break;
+        }
+    }
+    t->pumping = false;
+    if (t->stop != MCTS_STOP_NONE && t->busy == 0 && t->qlen == 0)
+        finish(t);
+    else if (yielded && !t->timer)
+        t->timer = loop_timer_add(t->loop, 0, on_timer, t);
+}
+
+static void on_timer(struct loop_timer *timer, void *ud)
+{
+    (void)timer;
+    struct mcts *t = ud;
+    t->timer = NULL;
+    if (t->finishing) {
+        t->finishing = false;
+        t->running = false;
+        t->last_stop = t->stop;
+        if (t->cb.done)
+            t->cb.done(t, t->stop, t->ud); /* may free t */
+        return;
+    }
+    pump(t);
+}
+
+int mcts_run(struct mcts *t, struct loop *loop)
+{
+    if (t->running)
+        return error_setc(TH_EUSAGE, "this mcts search is already running");
+    t->loop = loop;
+    t->running = true;
+    t->cancelled = false;
+    t->finishing = false;
+    t->stop = MCTS_STOP_NONE;
+    t->clock_skip = 0;
+    t->deadline = t->o.budget.ms ? now_ms() + t->o.budget.ms : 0;
+    if (loop) {
+        t->timer = loop_timer_add(loop, 0, on_timer, t);
+        return 0;
+    }
+    pump(t);
+    if (t->running) {
+        /* a callback kept its answer for later, but there is no loop */
+        t->running = false;
+        t->last_stop = t->stop = MCTS_STOP_ERROR;
+        free(t->error);
+        t->error = xstrdup("an mcts callback did not answer inside the call; late answers need "
+                           "an event loop");
+    }
+    enum mcts_stop why = t->last_stop;
+    char *msg = why == MCTS_STOP_ERROR ? xstrdup(t->error ? t->error : "mcts search failed") : NULL;
+    if (t->cb.done)
+        t->cb.done(t, why, t->ud); /* last: it may free t */
+    int rc = msg ? error_set("%s", msg) : 0;
+    free(msg);
+    return rc;
+}
+
+void mcts_cancel(struct mcts *t)
+{
+    t->cancelled = true;
+    if (t->running && t->loop)
+        pump(t);
+}
+
+void mcts_add_tokens(struct mcts *t, uint64_t tokens)
+{
+    t->tokens += tokens;
+}
+
+/* ---- answers ------------------------------------------------------------- */
+
+static bool answer_ok(struct mcts *t, mcts_id n, bool expanding, const char *what)
+{
+    if (n < t->n && (t->nodes[n].flags & F_PENDING) &&
+        !!(t->nodes[n].flags & F_EXPANDING) == expanding)
+        return true;
+    char *msg = xasprintf("mcts: %s for node %u, which is not waiting for one", what, n);
+    fail(t, msg);
+    free(msg);
+    return false;
+}
+
+static void answer_done(struct mcts *t, uint32_t s)
+{
+    if (--t->slots[s].pending == 0)
+        slot_release(t, s);
+    if (t->running && !t->pumping)
+        pump(t);
+}
+
+mcts_id mcts_add_child(struct mcts *t, mcts_id parent, double prior, const char *payload,
+                       size_t len)
+{
+    if (parent >= t->n || t->n >= MCTS_NONE - 1 || len > UINT32_MAX - 1)
+        return MCTS_NONE;
+    struct node *p = &t->nodes[parent];
+    if (p->nchildren >= MAX_CHILDREN ||
+        ((p->flags & F_EXPANDING) && p->nchildren >= mcts_child_limit(t, parent)))
+        return MCTS_NONE;
+    if (!(prior >= 0) || !isfinite(prior))
+        prior = 0;
+    mcts_id id = node_add(t, parent, prior);
+    if (len)
+        mcts_set_payload(t, id, payload, len);
+    return id;
+}
+
+void mcts_expanded(struct mcts *t, mcts_id n, int rc)
+{
+    if (!answer_ok(t, n, true, "an expansion answer"))
+        return;
+    struct node *x = &t->nodes[n];
+    uint32_t s = x->slot;
+    x->flags &= (uint8_t) ~(F_PENDING | F_EXPANDING);
+    mcts_id mark = t->slots[s].mark;
+    mcts_id first_new = mark == MCTS_NONE ? x->first_child : t->nodes[mark].next_sibling;
+    if (rc < 0) {
+        char *msg = xasprintf("expanding node %u: %s", n, error_message());
+        fail(t, msg);
+        free(msg);
+    } else if (first_new == MCTS_NONE) {
+        if (x->nchildren) {
+            x->flags |= F_FULL;
+        } else {
+            x->state = MCTS_TERMINAL;
+            if (!(x->flags & F_EVALUATED) || t->o.reevaluate_terminal)
+                queue_work(t, s, n, TASK_EVALUATE);
+            else
+                backup_path(t, n, node_q(t, x));
+        }
+    } else {
+        x->flags |= F_EXPANDED;
+        if (t->o.evaluate_children) {
+            for (mcts_id c = first_new; c != MCTS_NONE; c = t->nodes[c].next_sibling)
+                queue_work(t, s, c, TASK_EVALUATE);
+        } else {
+            mcts_id pick = first_new;
+            for (mcts_id c = first_new; c != MCTS_NONE; c = t->nodes[c].next_sibling)
+                if (t->nodes[c].prior > t->nodes[pick].prior)
+                    pick = c;
+            queue_work(t, s, pick, TASK_EVALUATE);
+        }
+    }
+    update_complete(t, n);
+    answer_done(t, s);
+}
+
+void mcts_evaluated(struct mcts *t, mcts_id n, double value, int rc)
+{
+    if (!answer_ok(t, n, false, "an evaluation answer"))
+        return;
+    struct node *x = &t->nodes[n];
+    uint32_t s = x->slot;
+    x->flags &= (uint8_t)~F_PENDING;
+    if (rc < 0 || isnan(value)) {
+        char *msg = rc < 0 ? xasprintf("evaluating node %u: %s", n, error_message())
+                           : xasprintf("evaluating node %u: the value is not a number", n);
+        fail(t, msg);
+        free(msg);
+    } else {
+        value = value < 0 ? 0 : value > 1 ? 1 : value;
+        x->flags |= F_EVALUATED;
+        backup_path(t, n, value);
+        update_complete(t, n);
+    }
+    answer_done(t, s);
+}
+
+void mcts_backup(struct mcts *t, mcts_id n, double value)
+{
+    if (n >= t->n || isnan(value))
+        return;
+    value = value < 0 ? 0 : value > 1 ? 1 : value;
+    t->nodes[n].flags |= F_EVALUATED;
+    backup_path(t, n, value);
+    update_complete(t, n);
+}
+
+/* ---- reading the tree ------------------------------------------------------ */
+
+size_t mcts_size(const struct mcts *t)
+{
+    return t->n;
+}
+
+#define NODE_FIELD(field, none) (n < t->n ? t->nodes[n].field : (none))
+
+mcts_id mcts_parent(const struct mcts *t, mcts_id n)
+{
+    return NODE_FIELD(parent, MCTS_NONE);
+}
+
+mcts_id mcts_first_child(const struct mcts *t, mcts_id n)
+{
+    return NODE_FIELD(first_child, MCTS_NONE);
+}
+
+mcts_id mcts_next_sibling(const struct mcts *t, mcts_id n)
+{
+    return NODE_FIELD(next_sibling, MCTS_NONE);
+}
+
+unsigned mcts_child_count(const struct mcts *t, mcts_id n)
+{
+    return NODE_FIELD(nchildren, 0);
+}
+
+unsigned mcts_depth(const struct mcts *t, mcts_id n)
+{
+    unsigned d = 0;
+    if (n >= t->n)
+        return 0;
+    while (t->nodes[n].parent != MCTS_NONE) {
+        n = t->nodes[n].parent;
+        d++;
+    }
+    return d;
+}
+
+uint32_t mcts_visits(const struct mcts *t, mcts_id n)
+{
+    return NODE_FIELD(visits, 0);
+}
+
+double mcts_mean(const struct mcts *t, mcts_id n)
+{
+    if (n >= t->n || !t->nodes[n].visits)
+        return 0;
+    return t->nodes[n].sum / t->nodes[n].visits;
+}
+
+double mcts_max(const struct mcts *t, mcts_id n)
+{
+    return NODE_FIELD(max, 0);
+}
+
+double mcts_prior(const struct mcts *t, mcts_id n)
+{
+    return NODE_FIELD(prior, 0);
+}
+
+enum mcts_state mcts_state(const struct mcts *t, mcts_id n)
+{
+    if (n >= t->n)
+        return MCTS_TERMINAL;
+    if (t->nodes[n].flags & F_PENDING)
+        return MCTS_PENDING;
+    return (enum mcts_state)t->nodes[n].state;
+}
+
+bool mcts_has_value(const struct mcts *t, mcts_id n)
+{
+    return n < t->n && (t->nodes[n].flags & F_EVALUATED);
+}
+
+const char *mcts_payload(const struct mcts *t, mcts_id n, size_t *len)
+{
+    if (n >= t->n || !t->payloads || !t->payloads[n].data) {
+        if (len)
+            *len = 0;
+        return "";
+    }
+    if (len)
+        *len = t->payloads[n].len;
+    return t->payloads[n].data;
+}
+
+void mcts_set_payload(struct mcts *t, mcts_id n, const char *payload, size_t len)
+{
+    if (n >= t->n || len > UINT32_MAX - 1)
+        return;
+    if (!t->payloads) {
+        if (!len || !payload)
+            return;
+        t->payloads = xcalloc(t->cap, sizeof *t->payloads);
+    }
+    struct payload *x = &t->payloads[n];
+    free(x->data);
+    x->data = NULL;
+    x->len = 0;
+    if (len && payload) {
+        x->data = xmalloc(len + 1);
+        memcpy(x->data, payload, len);
+        x->data[len] = '\0';
+        x->len = (uint32_t)len;
+    }
+}
+
+void mcts_set_terminal(struct mcts *t, mcts_id n)
+{
+    if (n >= t->n)
+        return;
+    t->nodes[n].state = MCTS_TERMINAL;
+    update_complete(t, n);
+}
+
+uint64_t mcts_iterations(const struct mcts *t)
+{
+    return t->iterations;
+}
+
+uint64_t mcts_tokens(const struct mcts *t)
+{
+    return t->tokens;
+}
+
+enum mcts_stop mcts_stop_reason(const struct mcts *t)
+{
+    return t->running ? MCTS_STOP_NONE : t->last_stop;
+}
+
+const char *mcts_last_error(const struct mcts *t)
+{
+    return t->error ? t->error : "";
+}
+
+const struct mcts_options *mcts_get_options(const struct mcts *t)
+{
+    return &t->o;
+}
+
+void mcts_set_budget(struct mcts *t, uint64_t iterations, uint64_t ms, uint64_t tokens)
+{
+    t->o.budget.iterations = iterations;
+    t->o.budget.ms = ms;
+    t->o.budget.tokens = tokens;
+}
+
+bool mcts_complete(const struct mcts *t, mcts_id n)
+{
+    return n < t->n && (t->nodes[n].flags & F_COMPLETE);
+}
+
+const char *mcts_stop_name(enum mcts_stop why)
+{
+    switch (why) {
+    case MCTS_STOP_NONE:
+        return "running";
+    case MCTS_STOP_ITERATIONS:
+        return "iterations";
+    case MCTS_STOP_TIME:
+        return "time";
+    case MCTS_STOP_TOKENS:
+        return "tokens";
+    case MCTS_STOP_EXHAUSTED:
+        return "exhausted";
+    case MCTS_STOP_CANCELLED:
+        return "cancelled";
+    case MCTS_STOP_ERROR:
+        return "error";
+    }
+    return "unknown";
+}
+
+mcts_id mcts_best(const struct mcts *t)
+{
+    mcts_id n = 0;
+    if (t->o.backup == MCTS_BACKUP_MAX) {
+        /* down the children holding the best value, to the deepest node that
+         * holds it */
+        for (;;) {
+            const struct node *x = &t->nodes[n];
+            mcts_id best = MCTS_NONE;
+            for (mcts_id c = x->first_child; c != MCTS_NONE; c = t->nodes[c].next_sibling) {
+                const struct node *y = &t->nodes[c];
+                if (!y->visits)
+                    continue;
+                if (best == MCTS_NONE || y->max > t->nodes[best].max ||
+                    (y->max == t->nodes[best].max && y->visits > t->nodes[best].visits))
+                    best = c;
+            }
+            if (best == MCTS_NONE || t->nodes[best].max < x->max)
+                return n;
+            n = best;
+        }
+    }
+    for (;;) {
+        const struct node *x = &t->nodes[n];
+        mcts_id best = MCTS_NONE;
+        for (mcts_id c = x->first_child; c != MCTS_NONE; c = t->nodes[c].next_sibling) {
+            const struct node *y = &t->nodes[c];
+            if (!y->visits)
+                continue;
+            if (best == MCTS_NONE || y->visits > t->nodes[best].visits ||
+                (y->visits == t->nodes[best].visits && mcts_mean(t, c) > mcts_mean(t, best)))
+                best = c;
+        }
+        if (best == MCTS_NONE)
+            return n;
+        n = best;
+    }
+}
+
+size_t mcts_node_bytes(void)
+{
+    return sizeof(struct node);
+}
+
+size_t mcts_memory(const struct mcts *t)
+{
+    size_t bytes = sizeof *t + t->cap * sizeof *t->nodes + t->qcap * sizeof *t->queue +
+                   t->nslots * sizeof *t->slots;
+    if (t->payloads) {
+        bytes += t->cap * sizeof *t->payloads;
+        for (size_t i = 0; i < t->n; i++)
+            if (t->payloads[i].data)
+                bytes += t->payloads[i].len + 1;
+    }
+    return bytes;
+}
+
+/* ---- persistence ----------------------------------------------------------- */
+
+static const struct store_migration mcts_migrations[] = {
+    {1, "CREATE TABLE mcts_tree ("
+        " name TEXT PRIMARY KEY,"
+        " saved_at TEXT NOT NULL,"
+        " policy TEXT NOT NULL,"
+        " c REAL NOT NULL,"
+        " widen_k REAL NOT NULL,"
+        " widen_alpha REAL NOT NULL,"
+        " backup TEXT NOT NULL,"
+        " virtual_loss REAL NOT NULL,"
+        " max_inflight INTEGER NOT NULL,"
+        " evaluate_children INTEGER NOT NULL,"
+        " reevaluate_terminal INTEGER NOT NULL,"
+        " seed INTEGER NOT NULL,"
+        " budget_iterations INTEGER NOT NULL,"
+        " budget_ms INTEGER NOT NULL,"
+        " budget_tokens INTEGER NOT NULL,"
+        " rng INTEGER NOT NULL,"
+        " iterations INTEGER NOT NULL,"
+        " tokens INTEGER NOT NULL,"
+        " nodes INTEGER NOT NULL);"
+        "CREATE TABLE mcts_node ("
+        " tree TEXT NOT NULL REFERENCES mcts_tree(name) ON DELETE CASCADE,"
+        " id INTEGER NOT NULL,"
+        " parent INTEGER,"
+        " visits INTEGER NOT NULL,"
+        " value_sum REAL NOT NULL,"
+        " max REAL NOT NULL,"
+        " prior REAL NOT NULL,"
+        " state INTEGER NOT NULL,"
+        " flags INTEGER NOT NULL,"
+        " payload BLOB,"
+        " PRIMARY KEY (tree, id)) WITHOUT ROWID"},
+};
+
+void mcts_register_migrations(void)
+{
+    store_register_migrations("mcts", mcts_migrations,
+                              sizeof mcts_migrations / sizeof mcts_migrations[0]);
+}
+
+static int db_fail(struct store *store, const char *what)
+{
+    return error_set("cannot %s in '%s': %s", what, store->path, sqlite3_errmsg(store->db));
+}
+
+int mcts_save(const struct mcts *t, struct store *store, const char *name)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = 0;
+    if (sqlite3_exec(store->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+        return db_fail(store, "begin saving the search tree");
+    if (sqlite3_prepare_v2(store->db, "DELETE FROM mcts_tree WHERE name = ?1", -1, &st, NULL) !=
+            SQLITE_OK ||
+        sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC) != SQLITE_OK ||
+        sqlite3_step(st) != SQLITE_DONE) {
+        rc = db_fail(store, "replace the search tree");
+        goto cleanup;
+    }
+    sqlite3_finalize(st);
+    st = NULL;
+    const struct mcts_options *o = &t->o;
+    if (sqlite3_prepare_v2(store->db,
+                           "INSERT INTO mcts_tree(name, saved_at, policy, c, widen_k, widen_alpha,"
+                           " backup, virtual_loss, max_inflight, evaluate_children,"
+                           " reevaluate_terminal, seed, budget_iterations, budget_ms,"
+                           " budget_tokens, rng, iterations, tokens, nodes) VALUES (?1,"
+                           " strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), ?2, ?3, ?4, ?5, ?6, ?7,"
+                           " ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+                           -1, &st, NULL) != SQLITE_OK) {
+        rc = db_fail(store, "save the search tree");
+        goto cleanup;
+    }
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, o->policy == MCTS_PUCT ? "puct" : "uct", -1, SQLITE_STATIC);
+    sqlite3_bind_double(st, 3, o->c);
+    sqlite3_bind_double(st, 4, o->widen_k);
+    sqlite3_bind_double(st, 5, o->widen_alpha);
+    sqlite3_bind_text(st, 6, o->backup == MCTS_BACKUP_MAX ? "max" : "mean", -1, SQLITE_STATIC);
+    sqlite3_bind_double(st, 7, o->virtual_loss);
+    sqlite3_bind_int(st, 8, o->max_inflight);
+    sqlite3_bind_int(st, 9, o->evaluate_children);
+    sqlite3_bind_int(st, 10, o->reevaluate_terminal);
+    sqlite3_bind_int64(st, 11, (sqlite3_int64)o->seed);
+    sqlite3_bind_int64(st, 12, (sqlite3_int64)o->budget.iterations);
+    sqlite3_bind_int64(st, 13, (sqlite3_int64)o->budget.ms);
+    sqlite3_bind_int64(st, 14, (sqlite3_int64)o->budget.tokens);
+    sqlite3_bind_int64(st, 15, (sqlite3_int64)t->rng);
+    sqlite3_bind_int64(st, 16, (sqlite3_int64)t->iterations);
+    sqlite3_bind_int64(st, 17, (sqlite3_int64)t->tokens);
+    sqlite3_bind_int64(st, 18, (sqlite3_int64)t->n);
+    if (sqlite3_step(st) != SQLITE_DONE) {
+        rc = db_fail(store, "save the search tree");
+        goto cleanup;
+    }
+    sqlite3_finalize(st);
+    st = NULL;
+    if (sqlite3_prepare_v2(store->db,
+                           "INSERT INTO mcts_node(tree, id, parent, visits, value_sum, max,"
+                           " prior, state, flags, payload)"
+                           " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                           -1, &st, NULL) != SQLITE_OK) {
+        rc = db_fail(store, "save the search tree");
+        goto cleanup;
+    }
+    for (size_t i = 0; i < t->n; i++) {
+        const struct node *x = &t->nodes[i];
+        sqlite3_reset(st);
+        sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)i);
+        if (x->parent == MCTS_NONE)
+            sqlite3_bind_null(st, 3);
+        else
+            sqlite3_bind_int64(st, 3, x->parent);
+        sqlite3_bind_int64(st, 4, x->visits);
+        sqlite3_bind_double(st, 5, x->sum);
+        sqlite3_bind_double(st, 6, x->max);
+        sqlite3_bind_double(st, 7, x->prior);
+        sqlite3_bind_int(st, 8, x->state);
+        sqlite3_bind_int(st, 9, x->flags & F_SAVED);
+        size_t plen;
+        const char *p = mcts_payload(t, (mcts_id)i, &plen);
+        if (plen)
+            sqlite3_bind_blob(st, 10, p, (int)plen, SQLITE_STATIC);
+        else
+            sqlite3_bind_null(st, 10);
+        if (sqlite3_step(st) != SQLITE_DONE) {
+            rc = db_fail(store, "save the search tree");
+            goto cleanup;
+        }
+    }
+    sqlite3_finalize(st);
+    st = NULL;
+    if (sqlite3_exec(store->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+        rc = db_fail(store, "commit the search tree");
+cleanup:
+    sqlite3_finalize(st);
+    if (rc < 0)
+        sqlite3_exec(store->db, "ROLLBACK", NULL, NULL, NULL);
+    return rc;
+}
+
+static int tree_not_found(const char *name)
+{
+    return error_setc(TH_ENOTFOUND,
+                      "no saved search tree named '%s' (a tree is saved with :save(name))", name);
+}
+
+int mcts_load_options(struct mcts_options *out, struct store *store, const char *name)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = 0;
+    mcts_options_default(out);
+    if (sqlite3_prepare_v2(store->db,
+                           "SELECT policy, c, widen_k, widen_alpha, backup, virtual_loss,"
+                           " max_inflight, evaluate_children, reevaluate_terminal, seed,"
+                           " budget_iterations, budget_ms, budget_tokens"
+                           " FROM mcts_tree WHERE name = ?1",
+                           -1, &st, NULL) != SQLITE_OK) {
+        rc = db_fail(store, "read the search tree");
+        goto cleanup;
+    }
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+    int step = sqlite3_step(st);
+    if (step == SQLITE_DONE) {
+        rc = tree_not_found(name);
+        goto cleanup;
+    }
+    if (step != SQLITE_ROW) {
+        rc = db_fail(store, "read the search tree");
+        goto cleanup;
+    }
+    const char *policy = (const char *)sqlite3_column_text(st, 0);
+    out->policy = policy && strcmp(policy, "puct") == 0 ? MCTS_PUCT : MCTS_UCT;
+    out->c = sqlite3_column_double(st, 1);
+    out->widen_k = sqlite3_column_double(st, 2);
+    out->widen_alpha = sqlite3_column_double(st, 3);
+    const char *backup = (const char *)sqlite3_column_text(st, 4);
+    out->backup = backup && strcmp(backup, "max") == 0 ? MCTS_BACKUP_MAX : MCTS_BACKUP_MEAN;
+    out->virtual_loss = sqlite3_column_double(st, 5);
+    out->max_inflight = sqlite3_column_int(st, 6);
+    out->evaluate_children = sqlite3_column_int(st, 7) != 0;
+    out->reevaluate_terminal = sqlite3_column_int(st, 8) != 0;
+    out->seed = (uint64_t)sqlite3_column_int64(st, 9);
+    out->budget.iterations = (uint64_t)sqlite3_column_int64(st, 10);
+    out->budget.ms = (uint64_t)sqlite3_column_int64(st, 11);
+    out->budget.tokens = (uint64_t)sqlite3_column_int64(st, 12);
+cleanup:
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int mcts_load(struct mcts *t, struct store *store, const char *name)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = 0;
+    bool cleared = false;
+    if (t->running)
+        return error_setc(TH_EUSAGE, "cannot load '%s' into a running search", name);
+    if (sqlite3_exec(store->db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK)
+        return db_fail(store, "read the search tree");
+    if (sqlite3_prepare_v2(store->db,
+                           "SELECT rng, iterations, tokens, nodes FROM mcts_tree WHERE name = ?1",
+                           -1, &st, NULL) != SQLITE_OK) {
+        rc = db_fail(store, "read the search tree");
+        goto cleanup;
+    }
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+    int step = sqlite3_step(st);
+    if (step != SQLITE_ROW) {
+        rc = step == SQLITE_DONE ? tree_not_found(name) : db_fail(store, "read the search tree");
+        goto cleanup;
+    }
+    uint64_t rng = (uint64_t)sqlite3_column_int64(st, 0);
+    uint64_t iterations = (uint64_t)sqlite3_column_int64(st, 1);
+    uint64_t tokens = (uint64_t)sqlite3_column_int64(st, 2);
+    sqlite3_int64 count = sqlite3_column_int64(st, 3);
+    sqlite3_finalize(st);
+    st = NULL;
+    if (count < 1 || count >= (sqlite3_int64)MCTS_NONE) {
+        rc = error_set("saved search tree '%s' in '%s' is damaged: %lld nodes", name, store->path,
+                       (long long)count);
+        goto cleanup;
+    }
+    if (sqlite3_prepare_v2(store->db,
+                           "SELECT id, parent, visits, value_sum, max, prior, state, flags,"
+                           " payload FROM mcts_node WHERE tree = ?1 ORDER BY id",
+                           -1, &st, NULL) != SQLITE_OK) {
+        rc = db_fail(store, "read the search tree");
+        goto cleanup;
+    }
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+    tree_clear(t);
+    cleared = true;
+    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+        sqlite3_int64 id = sqlite3_column_int64(st, 0);
+        bool root = sqlite3_column_type(st, 1) == SQLITE_NULL;
+        sqlite3_int64 parent = root ? -1 : sqlite3_column_int64(st, 1);
+        if (id != (sqlite3_int64)t->n || root != (id == 0) ||
+            (!root && (parent < 0 || parent >= id || t->nodes[parent].nchildren >= MAX_CHILDREN))) {
+            rc = error_set("saved search tree '%s' in '%s' is damaged at node %lld", name,
+                           store->path, (long long)id);
+            goto cleanup;
+        }
+        mcts_id nid = node_add(t, root ? MCTS_NONE : (mcts_id)parent, sqlite3_column_double(st, 5));
+        struct node *x = &t->nodes[nid];
+        x->visits = (uint32_t)sqlite3_column_int64(st, 2);
+        x->sum = sqlite3_column_double(st, 3);
+        x->max = (float)sqlite3_column_double(st, 4);
+        x->state = sqlite3_column_int(st, 6) == MCTS_TERMINAL ? MCTS_TERMINAL : MCTS_EXPANDABLE;
+        x->flags = (uint8_t)(sqlite3_column_int(st, 7) & F_SAVED);
+        int len = sqlite3_column_bytes(st, 8);
+        if (len > 0)
+            mcts_set_payload(t, nid, sqlite3_column_blob(st, 8), (size_t)len);
+    }
+    if (step != SQLITE_DONE) {
+        rc = db_fail(store, "read the search tree");
+        goto cleanup;
+    }
+    if ((sqlite3_int64)t->n != count) {
+        rc = error_set("saved search tree '%s' in '%s' is damaged: %zu of %lld nodes", name,
+                       store->path, t->n, (long long)count);
+        goto cleanup;
+    }
+    t->rng = rng;
+    t->iterations = iterations;
+    t->tokens = tokens;
+cleanup:
+    sqlite3_finalize(st);
+    sqlite3_exec(store->db, rc < 0 ? "ROLLBACK" : "COMMIT", NULL, NULL, NULL);
+    if (rc < 0 && cleared) {
+        /* never leave a half-loaded tree: back to a lone root */
+        tree_clear(t);
+        node_add(t, MCTS_NONE, 1.0);
+    }
+    return rc;
+}
