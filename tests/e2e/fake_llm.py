@@ -279,7 +279,11 @@ class FakeLLM:
     def _next(self, record):
         with self.lock:
             self.requests.append(record)
-            return self.script.popleft() if self.script else self.default
+            if self.script:
+                return self.script.popleft()
+        # a callable default chooses each behaviour from the request itself
+        # (for concurrent callers whose order is not fixed)
+        return self.default(record) if callable(self.default) else self.default
 
     def push(self, *behaviours):
         with self.lock:

@@ -1,0 +1,497 @@
+/*
+ * ledger: experiments as git commits, written with libgit2 straight into the
+ * object database (see ledger.h). Depends on alloc, buf, error, fsutil and
+ * libgit2.
+ */
+#include "ledger.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <git2.h>
+
+#include "alloc.h"
+#include "buf.h"
+#include "error.h"
+#include "fsutil.h"
+
+struct ledger {
+    git_repository *repo;
+    char *workspace;
+};
+
+static int git_fail(const char *what)
+{
+    const git_error *e = git_error_last();
+    return error_set("%s: %s", what, e && e->message ? e->message : "unknown libgit2 error");
+}
+
+int ledger_open(struct ledger **out, const char *workspace)
+{
+    git_libgit2_init();
+    git_repository *repo = NULL;
+    if (git_repository_open_ext(&repo, workspace, GIT_REPOSITORY_OPEN_NO_SEARCH, NULL) < 0) {
+        git_libgit2_shutdown();
+        return error_set("'%s' is not a git repository; experiments are recorded as git commits, "
+                         "so run 'git init' there or create the workspace with 'thalamus init'",
+                         workspace);
+    }
+    struct ledger *l = xcalloc(1, sizeof *l);
+    l->repo = repo;
+    l->workspace = xstrdup(workspace);
+    *out = l;
+    return 0;
+}
+
+void ledger_free(struct ledger *l)
+{
+    if (!l)
+        return;
+    git_repository_free(l->repo);
+    free(l->workspace);
+    free(l);
+    git_libgit2_shutdown();
+}
+
+int ledger_head(struct ledger *l, char out[LEDGER_HEX_SIZE])
+{
+    git_oid oid;
+    if (git_reference_name_to_id(&oid, l->repo, "HEAD") < 0)
+        return error_setc(TH_ENOTFOUND, "the repository has no commit yet: commit the baseline "
+                                        "experiment first");
+    git_oid_tostr(out, LEDGER_HEX_SIZE, &oid);
+    return 0;
+}
+
+static int lookup_commit(struct ledger *l, const char *hex, git_commit **out)
+{
+    git_oid oid;
+    if (git_oid_fromstr(&oid, hex) < 0 || git_commit_lookup(out, l->repo, &oid) < 0)
+        return error_setc(TH_ENOTFOUND, "commit '%.12s' is not in the repository", hex);
+    return 0;
+}
+
+/* The tree of the experiment directory of commit hex. */
+static int experiment_tree(struct ledger *l, const char *hex, git_tree **out)
+{
+    git_commit *c = NULL;
+    git_tree *root = NULL;
+    git_tree_entry *e = NULL;
+    int rc = lookup_commit(l, hex, &c);
+    if (rc < 0)
+        return rc;
+    if (git_commit_tree(&root, c) < 0) {
+        rc = git_fail("cannot read a commit's tree");
+        goto cleanup;
+    }
+    if (git_tree_entry_bypath(&e, root, LEDGER_EXPERIMENT) < 0 ||
+        git_tree_entry_type(e) != GIT_OBJECT_TREE) {
+        rc = error_setc(TH_ENOTFOUND, "commit '%.12s' has no '%s/' directory", hex,
+                        LEDGER_EXPERIMENT);
+        goto cleanup;
+    }
+    if (git_tree_lookup(out, l->repo, git_tree_entry_id(e)) < 0)
+        rc = git_fail("cannot read the experiment's tree");
+cleanup:
+    git_tree_entry_free(e);
+    git_tree_free(root);
+    git_commit_free(c);
+    return rc;
+}
+
+bool ledger_has_experiment(struct ledger *l, const char *commit)
+{
+    git_tree *t = NULL;
+    int rc = experiment_tree(l, commit, &t);
+    git_tree_free(t);
+    if (rc < 0)
+        error_clear();
+    return rc == 0;
+}
+
+/* ---- materialising a tree --------------------------------------------------- */
+
+static int remove_tree(const char *path)
+{
+    struct stat st;
+    if (lstat(path, &st) < 0)
+        return errno == ENOENT ? 0 : error_set("cannot read '%s': %s", path, strerror(errno));
+    if (S_ISDIR(st.st_mode)) {
+        DIR *d = opendir(path);
+        if (!d)
+            return error_set("cannot open '%s': %s", path, strerror(errno));
+        struct dirent *e;
+        int rc = 0;
+        while (rc == 0 && (e = readdir(d))) {
+            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+                continue;
+            char *sub = fs_join(path, e->d_name);
+            rc = remove_tree(sub);
+            free(sub);
+        }
+        closedir(d);
+        if (rc == 0 && rmdir(path) < 0)
+            rc = error_set("cannot remove '%s': %s", path, strerror(errno));
+        return rc;
+    }
+    if (unlink(path) < 0)
+        return error_set("cannot remove '%s': %s", path, strerror(errno));
+    return 0;
+}
+
+static int write_file(const char *path, const void *data, size_t len, mode_t mode)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
+    if (fd < 0)
+        return error_set("cannot create '%s': %s", path, strerror(errno));
+    int rc = 0;
+    if (fs_write_all(fd, data, len) < 0)
+        rc = error_set("cannot write '%s': %s", path, strerror(errno));
+    if (close(fd) < 0 && rc == 0)
+        rc = error_set("cannot write '%s': %s", path, strerror(errno));
+    return rc;
+}
+
+static int write_tree_to(struct ledger *l, git_tree *tree, const char *dir)
+{
+    if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+        return error_set("cannot create '%s': %s", dir, strerror(errno));
+    int rc = 0;
+    size_t n = git_tree_entrycount(tree);
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        const git_tree_entry *e = git_tree_entry_byindex(tree, i);
+        char *path = fs_join(dir, git_tree_entry_name(e));
+        git_filemode_t mode = git_tree_entry_filemode(e);
+        if (mode == GIT_FILEMODE_TREE) {
+            git_tree *sub = NULL;
+            if (git_tree_lookup(&sub, l->repo, git_tree_entry_id(e)) < 0)
+                rc = git_fail("cannot read a tree");
+            else
+                rc = write_tree_to(l, sub, path);
+            git_tree_free(sub);
+        } else if (mode == GIT_FILEMODE_BLOB || mode == GIT_FILEMODE_BLOB_EXECUTABLE ||
+                   mode == GIT_FILEMODE_LINK) {
+            git_blob *blob = NULL;
+            if (git_blob_lookup(&blob, l->repo, git_tree_entry_id(e)) < 0) {
+                rc = git_fail("cannot read a file from git");
+            } else if (mode == GIT_FILEMODE_LINK) {
+                char *target = xstrndup(git_blob_rawcontent(blob), (size_t)git_blob_rawsize(blob));
+                if (symlink(target, path) < 0)
+                    rc = error_set("cannot create the link '%s': %s", path, strerror(errno));
+                free(target);
+            } else {
+                rc = write_file(path, git_blob_rawcontent(blob), (size_t)git_blob_rawsize(blob),
+                                mode == GIT_FILEMODE_BLOB_EXECUTABLE ? 0755 : 0644);
+            }
+            git_blob_free(blob);
+        } /* submodules are left out */
+        free(path);
+    }
+    return rc;
+}
+
+int ledger_materialise(struct ledger *l, const char *commit, const char *dir)
+{
+    git_tree *tree = NULL;
+    int rc = experiment_tree(l, commit, &tree);
+    if (rc == 0 && (rc = remove_tree(dir)) == 0) {
+        char *parent = xstrdup(dir);
+        char *slash = strrchr(parent, '/');
+        if (slash && slash != parent) {
+            *slash = '\0';
+            rc = fs_mkdir_p(parent, 0755);
+        }
+        free(parent);
+        if (rc == 0)
+            rc = write_tree_to(l, tree, dir);
+    }
+    git_tree_free(tree);
+    return rc;
+}
+
+/* ---- building a tree from a directory ---------------------------------------- */
+
+static bool skipped(const char *name)
+{
+    return !strcmp(name, ".") || !strcmp(name, "..") || !strcmp(name, ".git") ||
+           !strcmp(name, "__pycache__") || !strcmp(name, "results.json");
+}
+
+/* Writes dir as a tree; *empty says whether it had no entry. */
+static int build_tree(struct ledger *l, const char *dir, git_oid *out, bool *empty)
+{
+    git_treebuilder *tb = NULL;
+    DIR *d = NULL;
+    int rc = 0;
+    if (git_treebuilder_new(&tb, l->repo, NULL) < 0)
+        return git_fail("cannot build a tree");
+    if (!(d = opendir(dir))) {
+        rc = error_set("cannot open '%s': %s", dir, strerror(errno));
+        goto cleanup;
+    }
+    struct dirent *e;
+    while (rc == 0 && (e = readdir(d))) {
+        if (skipped(e->d_name))
+            continue;
+        char *path = fs_join(dir, e->d_name);
+        struct stat st;
+        git_oid oid;
+        git_filemode_t mode = 0;
+        if (lstat(path, &st) < 0) {
+            rc = error_set("cannot read '%s': %s", path, strerror(errno));
+        } else if (S_ISDIR(st.st_mode)) {
+            bool sub_empty;
+            rc = build_tree(l, path, &oid, &sub_empty);
+            if (rc == 0 && !sub_empty)
+                mode = GIT_FILEMODE_TREE;
+        } else if (S_ISREG(st.st_mode)) {
+            if (git_blob_create_from_disk(&oid, l->repo, path) < 0)
+                rc = git_fail("cannot store a file in git");
+            mode = (st.st_mode & 0111) ? GIT_FILEMODE_BLOB_EXECUTABLE : GIT_FILEMODE_BLOB;
+        } else if (S_ISLNK(st.st_mode)) {
+            char target[4096];
+            ssize_t n = readlink(path, target, sizeof target);
+            if (n < 0 || (size_t)n >= sizeof target)
+                rc = error_set("cannot read the link '%s'", path);
+            else if (git_blob_create_from_buffer(&oid, l->repo, target, (size_t)n) < 0)
+                rc = git_fail("cannot store a link in git");
+            mode = GIT_FILEMODE_LINK;
+        } /* sockets, fifos and devices are not experiment files */
+        if (rc == 0 && mode && git_treebuilder_insert(NULL, tb, e->d_name, &oid, mode) < 0)
+            rc = git_fail("cannot add an entry to a tree");
+        free(path);
+    }
+    if (rc == 0) {
+        *empty = git_treebuilder_entrycount(tb) == 0;
+        if (git_treebuilder_write(out, tb) < 0)
+            rc = git_fail("cannot write a tree");
+    }
+cleanup:
+    if (d)
+        closedir(d);
+    git_treebuilder_free(tb);
+    return rc;
+}
+
+int ledger_write_tree(struct ledger *l, const char *dir, char out[LEDGER_HEX_SIZE])
+{
+    git_oid oid;
+    bool empty;
+    int rc = build_tree(l, dir, &oid, &empty);
+    if (rc == 0)
+        git_oid_tostr(out, LEDGER_HEX_SIZE, &oid);
+    return rc;
+}
+
+/* ---- commits, refs and notes -------------------------------------------------- */
+
+/* GIT_AUTHOR_NAME and GIT_AUTHOR_EMAIL, else the repository's identity,
+ * else "thalamus <thalamus@localhost>" (as the baseline commit). */
+static int signature(git_repository *repo, git_signature **out)
+{
+    const char *name = getenv("GIT_AUTHOR_NAME"), *email = getenv("GIT_AUTHOR_EMAIL");
+    if (name && *name && email && *email && git_signature_now(out, name, email) == 0)
+        return 0;
+    if (git_signature_default(out, repo) == 0)
+        return 0;
+    if (git_signature_now(out, "thalamus", "thalamus@localhost") < 0)
+        return git_fail("cannot create a git signature");
+    return 0;
+}
+
+static char *ref_name(const char *run, const char *node)
+{
+    return xasprintf(LEDGER_REF_PREFIX "%s/%s", run, node);
+}
+
+static char *message_of(const struct ledger_commit *c)
+{
+    struct buf b;
+    buf_init(&b, 1 << 20);
+    const char *title = c->title && c->title[0] ? c->title : "Experiment";
+    /* the title is one line */
+    buf_append(&b, title, strcspn(title, "\n"));
+    buf_puts(&b, "\n\n");
+    if (c->body && c->body[0]) {
+        buf_puts(&b, c->body);
+        if (b.data[b.len - 1] != '\n')
+            buf_putc(&b, '\n');
+        buf_putc(&b, '\n');
+    }
+    buf_printf(&b, "Thalamus-Run: %s\n", c->run);
+    buf_printf(&b, "Thalamus-Node: %s\n", c->node);
+    buf_printf(&b, "Thalamus-Status: %s\n", c->status);
+    if (c->metric)
+        buf_printf(&b, "Thalamus-Metric: %s=%s\n", c->metric_name, c->metric);
+    buf_printf(&b, "Thalamus-Model: %s\n", c->model ? c->model : "offline");
+    return buf_detach(&b, NULL);
+}
+
+int ledger_set_ref(struct ledger *l, const char *run, const char *node, const char *commit)
+{
+    git_oid oid;
+    git_reference *ref = NULL;
+    char *name = ref_name(run, node);
+    int rc = 0;
+    if (git_oid_fromstr(&oid, commit) < 0)
+        rc = error_set("'%s' is not a commit id", commit);
+    else if (git_reference_create(&ref, l->repo, name, &oid, 1, "thalamus: experiment") < 0)
+        rc = git_fail("cannot write the experiment's ref");
+    git_reference_free(ref);
+    free(name);
+    return rc;
+}
+
+int ledger_commit(struct ledger *l, const struct ledger_commit *c, char out[LEDGER_HEX_SIZE])
+{
+    git_commit *parent = NULL;
+    git_tree *base = NULL, *tree = NULL;
+    git_treebuilder *tb = NULL;
+    git_signature *sig = NULL;
+    git_oid sub, tree_id, commit_id, note_id;
+    char *message = NULL;
+    int rc = lookup_commit(l, c->parent, &parent);
+    if (rc < 0)
+        return rc;
+    if ((rc = signature(l->repo, &sig)) < 0)
+        goto cleanup;
+    if (git_oid_fromstr(&sub, c->tree) < 0) {
+        rc = error_set("'%s' is not a tree id", c->tree);
+        goto cleanup;
+    }
+    if (git_commit_tree(&base, parent) < 0 || git_treebuilder_new(&tb, l->repo, base) < 0 ||
+        git_treebuilder_insert(NULL, tb, LEDGER_EXPERIMENT, &sub, GIT_FILEMODE_TREE) < 0 ||
+        git_treebuilder_write(&tree_id, tb) < 0 || git_tree_lookup(&tree, l->repo, &tree_id) < 0) {
+        rc = git_fail("cannot build the experiment's tree");
+        goto cleanup;
+    }
+    message = message_of(c);
+    const git_commit *parents[1] = {parent};
+    if (git_commit_create(&commit_id, l->repo, NULL, sig, sig, NULL, message, tree, 1, parents) <
+        0) {
+        rc = git_fail("cannot commit the experiment");
+        goto cleanup;
+    }
+    git_oid_tostr(out, LEDGER_HEX_SIZE, &commit_id);
+    /* The note first: the ref is what marks the experiment as committed. */
+    if (c->note && git_note_create(&note_id, l->repo, LEDGER_NOTES_REF, sig, sig, &commit_id,
+                                   c->note, 1) < 0) {
+        rc = git_fail("cannot write the experiment's note");
+        goto cleanup;
+    }
+    rc = ledger_set_ref(l, c->run, c->node, out);
+cleanup:
+    free(message);
+    git_signature_free(sig);
+    git_treebuilder_free(tb);
+    git_tree_free(tree);
+    git_tree_free(base);
+    git_commit_free(parent);
+    return rc;
+}
+
+int ledger_find(struct ledger *l, const char *run, const char *node, char out[LEDGER_HEX_SIZE])
+{
+    char *name = ref_name(run, node);
+    git_oid oid;
+    int rc = 0;
+    if (git_reference_name_to_id(&oid, l->repo, name) < 0)
+        rc = error_setc(TH_ENOTFOUND, "no ref '%s'", name);
+    else
+        git_oid_tostr(out, LEDGER_HEX_SIZE, &oid);
+    free(name);
+    return rc;
+}
+
+static int print_line(const git_diff_delta *delta, const git_diff_hunk *hunk,
+                      const git_diff_line *line, void *payload)
+{
+    struct buf *b = payload;
+    (void)delta;
+    (void)hunk;
+    if (line->origin == GIT_DIFF_LINE_CONTEXT || line->origin == GIT_DIFF_LINE_ADDITION ||
+        line->origin == GIT_DIFF_LINE_DELETION)
+        buf_putc(b, line->origin);
+    buf_append(b, line->content, line->content_len);
+    return 0;
+}
+
+int ledger_diff(struct ledger *l, const char *a, const char *b, char **out)
+{
+    git_commit *ca = NULL, *cb = NULL;
+    git_tree *ta = NULL, *tb = NULL;
+    git_diff *diff = NULL;
+    struct buf text;
+    buf_init(&text, 4 << 20);
+    int rc = lookup_commit(l, a, &ca);
+    if (rc == 0)
+        rc = lookup_commit(l, b, &cb);
+    if (rc < 0)
+        goto cleanup;
+    git_diff_options opts;
+    git_diff_options_init(&opts, GIT_DIFF_OPTIONS_VERSION);
+    char *paths[1] = {LEDGER_EXPERIMENT};
+    opts.pathspec.strings = paths;
+    opts.pathspec.count = 1;
+    if (git_commit_tree(&ta, ca) < 0 || git_commit_tree(&tb, cb) < 0 ||
+        git_diff_tree_to_tree(&diff, l->repo, ta, tb, &opts) < 0 ||
+        git_diff_print(diff, GIT_DIFF_FORMAT_PATCH, print_line, &text) < 0) {
+        rc = git_fail("cannot compute the diff");
+        goto cleanup;
+    }
+    *out = text.data ? buf_detach(&text, NULL) : xstrdup("");
+cleanup:
+    buf_free(&text);
+    git_diff_free(diff);
+    git_tree_free(ta);
+    git_tree_free(tb);
+    git_commit_free(ca);
+    git_commit_free(cb);
+    return rc;
+}
+
+int ledger_diff_tree(struct ledger *l, const char *parent, const char *tree, char **out)
+{
+    git_tree *pt = NULL, *nt = NULL;
+    git_diff *diff = NULL;
+    git_oid oid;
+    struct buf text;
+    buf_init(&text, 4 << 20);
+    int rc = experiment_tree(l, parent, &pt);
+    if (rc < 0)
+        goto cleanup;
+    if (git_oid_fromstr(&oid, tree) < 0 || git_tree_lookup(&nt, l->repo, &oid) < 0) {
+        rc = error_setc(TH_ENOTFOUND, "tree '%.12s' is not in the repository", tree);
+        goto cleanup;
+    }
+    if (git_diff_tree_to_tree(&diff, l->repo, pt, nt, NULL) < 0 ||
+        git_diff_print(diff, GIT_DIFF_FORMAT_PATCH, print_line, &text) < 0) {
+        rc = git_fail("cannot compute the diff");
+        goto cleanup;
+    }
+    *out = text.data ? buf_detach(&text, NULL) : xstrdup("");
+cleanup:
+    buf_free(&text);
+    git_diff_free(diff);
+    git_tree_free(pt);
+    git_tree_free(nt);
+    return rc;
+}
+
+int ledger_note(struct ledger *l, const char *commit, char **out)
+{
+    git_oid oid;
+    git_note *note = NULL;
+    if (git_oid_fromstr(&oid, commit) < 0)
+        return error_set("'%s' is not a commit id", commit);
+    if (git_note_read(&note, l->repo, LEDGER_NOTES_REF, &oid) < 0)
+        return error_setc(TH_ENOTFOUND, "commit '%.12s' has no note", commit);
+    *out = xstrdup(git_note_message(note));
+    git_note_free(note);
+    return 0;
+}

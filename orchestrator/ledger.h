@@ -1,0 +1,90 @@
+/*
+ * ledger: the experiments of a run as git commits.
+ *
+ * Each experiment is a commit whose tree is its parent's tree with the
+ * experiment directory (experiment/) replaced by the experiment's files, and
+ * whose parent is the commit of the experiment it builds on, so the commit
+ * graph is the search tree. Objects are written straight into the object
+ * database and trees are built in memory: the user's working tree, index and
+ * HEAD are never touched. Every experiment gets a ref
+ * refs/thalamus/runs/RUN/NODE (so `git log --graph` with a --glob over a
+ * run's refs shows its tree; see docs/git.md), and a note under
+ * refs/notes/thalamus with its full metrics and the tail of its output.
+ * Experiment directories are materialised from a commit's tree into
+ * .thalamus/runs/. docs/git.md shows how to review a run with plain git.
+ * Depends on alloc, buf, error, fsutil and libgit2.
+ */
+#ifndef THALAMUS_LEDGER_H
+#define THALAMUS_LEDGER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#define LEDGER_HEX_SIZE   41 /* 40 hex digits and a NUL */
+#define LEDGER_NOTES_REF  "refs/notes/thalamus"
+#define LEDGER_REF_PREFIX "refs/thalamus/runs/"
+#define LEDGER_EXPERIMENT "experiment"
+
+struct ledger;
+
+/* Opens the git repository of workspace (not searching upwards). Fails with
+ * a message when the directory is not a git repository. Free with
+ * ledger_free(). */
+int ledger_open(struct ledger **out, const char *workspace);
+void ledger_free(struct ledger *l);
+
+/* The commit HEAD points to, as hex. TH_ENOTFOUND when HEAD is unborn. */
+int ledger_head(struct ledger *l, char out[LEDGER_HEX_SIZE]);
+
+/* Whether commit (hex) exists and its tree holds the experiment directory. */
+bool ledger_has_experiment(struct ledger *l, const char *commit);
+
+/* Writes the files of the experiment directory of commit into dir, which is
+ * created (with its parents) and emptied first. Executable bits and symbolic
+ * links are kept. */
+int ledger_materialise(struct ledger *l, const char *commit, const char *dir);
+
+/* Writes the files under dir into the object database as a tree (skipping
+ * results.json, __pycache__ and .git) and sets out to its id. An empty
+ * directory gives the empty tree. */
+int ledger_write_tree(struct ledger *l, const char *dir, char out[LEDGER_HEX_SIZE]);
+
+struct ledger_commit {
+    const char *run, *node;  /* for the ref and the trailers */
+    const char *parent;      /* commit the experiment builds on (hex) */
+    const char *tree;        /* the experiment directory's tree (hex), from ledger_write_tree */
+    const char *title;       /* first line of the message */
+    const char *body;        /* paragraphs after the title, or NULL */
+    const char *status;      /* ok, failed, timeout, invalid, oom, killed */
+    const char *metric_name; /* e.g. "accuracy" */
+    const char *metric;      /* the value as text, or NULL when there is none */
+    const char *model;       /* "offline" or "provider/model" */
+    const char *note;        /* text of the note, or NULL for none */
+};
+
+/* Commits c (author and committer: the repository's identity, else
+ * "thalamus <thalamus@localhost>"), points refs/thalamus/runs/RUN/NODE at
+ * it and adds the note. Sets out to the commit's id. */
+int ledger_commit(struct ledger *l, const struct ledger_commit *c, char out[LEDGER_HEX_SIZE]);
+
+/* Points refs/thalamus/runs/RUN/NODE at an existing commit (the baseline). */
+int ledger_set_ref(struct ledger *l, const char *run, const char *node, const char *commit);
+
+/* The commit refs/thalamus/runs/RUN/NODE points to; TH_ENOTFOUND when the
+ * ref does not exist. */
+int ledger_find(struct ledger *l, const char *run, const char *node, char out[LEDGER_HEX_SIZE]);
+
+/* The patch from commit a to commit b, limited to the experiment directory,
+ * as text in *out (the caller frees it). */
+int ledger_diff(struct ledger *l, const char *a, const char *b, char **out);
+
+/* The patch from the experiment directory of commit parent to tree (an
+ * experiment directory's tree, from ledger_write_tree), with paths relative
+ * to the experiment directory, as text in *out (the caller frees it). */
+int ledger_diff_tree(struct ledger *l, const char *parent, const char *tree, char **out);
+
+/* The note of commit under refs/notes/thalamus in *out (the caller frees
+ * it); TH_ENOTFOUND when it has none. */
+int ledger_note(struct ledger *l, const char *commit, char **out);
+
+#endif

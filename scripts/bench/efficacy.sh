@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Efficacy of the research loop: on each bundled task (examples/*), the best
+# metric after N experiments for the offline tree search against random
+# search over the same space with the same budget, over several seeds (mean
+# and spread), and the orchestrator's own overhead per experiment (wall time
+# outside the sandbox; offline, so no model time). Prints figures only.
+# Usage: scripts/bench/efficacy.sh [N=20] [SEEDS=5] [JOBS=2]
+# THALAMUS_BIN picks the binary (default: build/bin/thalamus).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+bin=${THALAMUS_BIN:-$PWD/build/bin/thalamus}
+if [ ! -x "$bin" ]; then
+  echo "efficacy: no thalamus at '$bin'; run scripts/build.sh first or set THALAMUS_BIN" >&2
+  exit 1
+fi
+exec python3 scripts/bench/efficacy.py "$bin" "${1:-20}" "${2:-5}" "${3:-2}"

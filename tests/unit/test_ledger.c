@@ -1,0 +1,292 @@
+/*
+ * Tests of the ledger: experiment directories materialised from commits,
+ * trees written from directories, commits with trailers, refs and notes,
+ * diffs limited to the experiment, and that none of it touches the user's
+ * HEAD, index or working tree. Repositories are made with the git program
+ * and read back with it, so the ledger is checked against real git.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "alloc.h"
+#include "buf.h"
+#include "check.h"
+#include "error.h"
+#include "fsutil.h"
+#include "ledger.h"
+
+static char root[] = "/tmp/thalamus-ledger-XXXXXX";
+static char *repo;
+
+#define GIT_ENV                                                                                    \
+    "GIT_CONFIG_NOSYSTEM=1 HOME=/nonexistent GIT_AUTHOR_NAME=T GIT_AUTHOR_EMAIL=t@x "              \
+    "GIT_COMMITTER_NAME=T GIT_COMMITTER_EMAIL=t@x "
+
+/* Runs a shell command in the repository; its standard output, trimmed, in
+ * a new string (NULL when it failed). */
+static char *sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static char *sh(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char cmd[4096];
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    char *full = xasprintf("cd '%s' && " GIT_ENV "%s", repo, cmd);
+    FILE *p = popen(full, "r");
+    free(full);
+    if (!p)
+        return NULL;
+    struct buf b;
+    buf_init(&b, 1 << 20);
+    char chunk[4096];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof chunk, p)) > 0)
+        buf_append(&b, chunk, n);
+    int status = pclose(p);
+    while (b.len && (b.data[b.len - 1] == '\n' || b.data[b.len - 1] == ' '))
+        b.data[--b.len] = '\0';
+    if (status != 0) {
+        buf_free(&b);
+        return NULL;
+    }
+    return b.data ? buf_detach(&b, NULL) : xstrdup("");
+}
+
+static void write_text(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    if (f) {
+        fputs(text, f);
+        fclose(f);
+    }
+}
+
+static char *read_text(const char *path)
+{
+    struct buf b;
+    buf_init(&b, 1 << 20);
+    if (buf_read_file(&b, path) < 0) {
+        error_clear();
+        buf_free(&b);
+        return NULL;
+    }
+    return b.data ? buf_detach(&b, NULL) : xstrdup("");
+}
+
+static void make_repo(void)
+{
+    repo = fs_join(root, "repo");
+    char *cmd = xasprintf("mkdir -p '%s/experiment/sub' && cd '%s' && git init -q -b main . && "
+                          "printf 'print(1)\\n' > experiment/train.py && "
+                          "printf '{\"lr\": 0.1}\\n' > experiment/params.json && "
+                          "printf '#!/bin/sh\\n' > experiment/sub/run.sh && "
+                          "chmod +x experiment/sub/run.sh && ln -s train.py experiment/link.py && "
+                          "printf 'return {}\\n' > thalamus.lua && "
+                          "printf 'a local change\\n' > notes.txt",
+                          repo, repo);
+    if (system(cmd) != 0)
+        abort();
+    free(cmd);
+    char *out = sh("git add experiment thalamus.lua && git commit -qm baseline && echo done");
+    if (!out || strcmp(out, "done"))
+        abort();
+    free(out);
+    /* an uncommitted, staged change the ledger must leave alone */
+    out = sh("printf 'staged\\n' > staged.txt && git add staged.txt && echo ok");
+    free(out);
+}
+
+static void test_materialise_and_tree_round_trip(void)
+{
+    struct ledger *l = NULL;
+    REQUIRE(ledger_open(&l, repo) == 0);
+    char head[LEDGER_HEX_SIZE];
+    REQUIRE(ledger_head(l, head) == 0);
+    char *expected_head = sh("git rev-parse HEAD");
+    CHECK_EQ_STR(head, expected_head);
+    free(expected_head);
+    CHECK(ledger_has_experiment(l, head));
+
+    char *dir = fs_join(root, "work/r1/n0");
+    REQUIRE(ledger_materialise(l, head, dir) == 0);
+    char *p = fs_join(dir, "train.py");
+    char *text = read_text(p);
+    CHECK_EQ_STR(text, "print(1)\n");
+    free(text);
+    free(p);
+    p = fs_join(dir, "sub/run.sh");
+    struct stat st;
+    CHECK(stat(p, &st) == 0 && (st.st_mode & 0100));
+    free(p);
+    p = fs_join(dir, "link.py");
+    char target[64] = {0};
+    CHECK(readlink(p, target, sizeof target - 1) > 0);
+    CHECK_EQ_STR(target, "train.py");
+    free(p);
+    /* a run's outputs are not part of the experiment */
+    p = fs_join(dir, "results.json");
+    write_text(p, "{\"score\": 1}");
+    free(p);
+    p = fs_join(dir, "__pycache__");
+    mkdir(p, 0755);
+    free(p);
+
+    char tree[LEDGER_HEX_SIZE];
+    REQUIRE(ledger_write_tree(l, dir, tree) == 0);
+    char *expected = sh("git rev-parse HEAD:experiment");
+    CHECK_EQ_STR(tree, expected);
+    free(expected);
+
+    /* materialising again replaces what was there */
+    p = fs_join(dir, "stray.txt");
+    write_text(p, "x");
+    REQUIRE(ledger_materialise(l, head, dir) == 0);
+    CHECK(!fs_exists(p));
+    free(p);
+    free(dir);
+    ledger_free(l);
+}
+
+static void test_commit_ref_note_and_diff(void)
+{
+    struct ledger *l = NULL;
+    REQUIRE(ledger_open(&l, repo) == 0);
+    char head[LEDGER_HEX_SIZE];
+    REQUIRE(ledger_head(l, head) == 0);
+    char *index_before = sh("git ls-files -s");
+    char *dir = fs_join(root, "work/r1/n1");
+    REQUIRE(ledger_materialise(l, head, dir) == 0);
+    char *p = fs_join(dir, "params.json");
+    write_text(p, "{\"lr\": 0.3}\n");
+    free(p);
+    char tree[LEDGER_HEX_SIZE], commit[LEDGER_HEX_SIZE];
+    REQUIRE(ledger_write_tree(l, dir, tree) == 0);
+    struct ledger_commit c = {
+        .run = "r1",
+        .node = "n1",
+        .parent = head,
+        .tree = tree,
+        .title = "Raise the learning rate\nsecond line dropped",
+        .body = "Hypothesis: faster.",
+        .status = "ok",
+        .metric_name = "accuracy",
+        .metric = "0.91",
+        .model = "offline",
+        .note = "status: ok\naccuracy: 0.91\n",
+    };
+    REQUIRE(ledger_commit(l, &c, commit) == 0);
+
+    char *parent = sh("git rev-parse %s^", commit);
+    CHECK_EQ_STR(parent, head);
+    free(parent);
+    char *msg = sh("git log -1 --format=%%B %s", commit);
+    REQUIRE(msg);
+    CHECK(!strncmp(msg, "Raise the learning rate\n\nHypothesis: faster.", 44));
+    CHECK_CONTAINS(msg, "\nThalamus-Run: r1\n");
+    CHECK_CONTAINS(msg, "\nThalamus-Node: n1\n");
+    CHECK_CONTAINS(msg, "\nThalamus-Status: ok\n");
+    CHECK_CONTAINS(msg, "\nThalamus-Metric: accuracy=0.91\n");
+    CHECK_CONTAINS(msg, "\nThalamus-Model: offline");
+    free(msg);
+    char *trailers =
+        sh("git log -1 --format='%%(trailers:key=Thalamus-Node,valueonly)' %s", commit);
+    CHECK_EQ_STR(trailers, "n1");
+    free(trailers);
+    char *ref = sh("git rev-parse refs/thalamus/runs/r1/n1");
+    CHECK_EQ_STR(ref, commit);
+    free(ref);
+    char found[LEDGER_HEX_SIZE];
+    CHECK(ledger_find(l, "r1", "n1", found) == 0);
+    CHECK_EQ_STR(found, commit);
+    CHECK(ledger_find(l, "r1", "n9", found) == TH_ENOTFOUND);
+    error_clear();
+    char *note = sh("git notes --ref=thalamus show %s", commit);
+    CHECK_EQ_STR(note, "status: ok\naccuracy: 0.91");
+    free(note);
+    char *lnote = NULL;
+    CHECK(ledger_note(l, commit, &lnote) == 0);
+    CHECK_CONTAINS(lnote, "accuracy: 0.91");
+    free(lnote);
+    /* the rest of the tree is the parent's */
+    char *names = sh("git diff --name-only %s %s", head, commit);
+    CHECK_EQ_STR(names, "experiment/params.json");
+    free(names);
+    char *diff = NULL;
+    REQUIRE(ledger_diff(l, head, commit, &diff) == 0);
+    CHECK_CONTAINS(diff, "-{\"lr\": 0.1}");
+    CHECK_CONTAINS(diff, "+{\"lr\": 0.3}");
+    CHECK_CONTAINS(diff, "experiment/params.json");
+    free(diff);
+    /* HEAD, the index and the working tree are the user's */
+    char *now = sh("git rev-parse HEAD");
+    CHECK_EQ_STR(now, head);
+    free(now);
+    char *index_after = sh("git ls-files -s");
+    CHECK_EQ_STR(index_after, index_before);
+    free(index_after);
+    free(index_before);
+    char *status = sh("git status --porcelain");
+    CHECK_EQ_STR(status, "A  staged.txt\n?? notes.txt");
+    free(status);
+    char *fsck = sh("git fsck --no-dangling 2>&1 && echo clean");
+    CHECK_CONTAINS(fsck, "clean");
+    free(fsck);
+    /* a failed experiment has no metric trailer; a child builds on it */
+    struct ledger_commit f = c;
+    f.node = "n2";
+    f.parent = commit;
+    f.status = "failed";
+    f.metric = NULL;
+    f.note = NULL;
+    char child[LEDGER_HEX_SIZE];
+    REQUIRE(ledger_commit(l, &f, child) == 0);
+    msg = sh("git log -1 --format=%%B %s", child);
+    CHECK(msg && !strstr(msg, "Thalamus-Metric"));
+    CHECK_CONTAINS(msg, "Thalamus-Status: failed");
+    free(msg);
+    char *graph = sh("git log --oneline --glob='refs/thalamus/runs/r1/*' | wc -l");
+    CHECK_EQ_STR(graph, "3");
+    free(graph);
+    free(dir);
+    ledger_free(l);
+}
+
+static void test_errors(void)
+{
+    struct ledger *l = NULL;
+    char *plain = fs_join(root, "plain");
+    mkdir(plain, 0755);
+    CHECK(ledger_open(&l, plain) < 0);
+    CHECK_CONTAINS(error_message(), "is not a git repository");
+    error_clear();
+    free(plain);
+    REQUIRE(ledger_open(&l, repo) == 0);
+    CHECK(!ledger_has_experiment(l, "0123456789012345678901234567890123456789"));
+    char *dir = fs_join(root, "work/x");
+    CHECK(ledger_materialise(l, "0123456789012345678901234567890123456789", dir) == TH_ENOTFOUND);
+    CHECK_CONTAINS(error_message(), "is not in the repository");
+    error_clear();
+    free(dir);
+    ledger_free(l);
+}
+
+int main(void)
+{
+    if (!mkdtemp(root))
+        return 1;
+    make_repo();
+    RUN(test_materialise_and_tree_round_trip);
+    RUN(test_commit_ref_note_and_diff);
+    RUN(test_errors);
+    char *cmd = xasprintf("rm -rf '%s'", root);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", root);
+    free(cmd);
+    free(repo);
+    return check_summary();
+}
