@@ -8,6 +8,10 @@
 --          history = { { params, metric, status }, ... }, seed = any }
 -- output: { ideas = { { title, hypothesis, changes, rationale, params }, ... } }
 --
+-- Both strategies follow the human (lib.history.human): an idea the human
+-- vetoed, or one too like it, is never proposed again; the llm strategy
+-- also sees the human's notes and the vetoes' reasons in its prompt.
+--
 -- offline: mutates the node's parameters inside task.search_space. The step
 -- size and the number of parameters changed follow how promising the node
 -- is among the results in memory: small steps around good nodes, bigger
@@ -62,6 +66,7 @@ local function offline(ctx, input)
   local sign = history.sign(task)
   local p = promise(node, scored, sign)
 
+  local _, vetoes = history.human(input)
   local seen = {}
   seen[space_lib.key(space, node.params)] = true
   for _, r in ipairs(results) do seen[space_lib.key(space, r.params)] = true end
@@ -86,6 +91,9 @@ local function offline(ctx, input)
       local nchange = rng.uniform() < 0.35 + 0.45 * p and 1 or (rng.uniform() < 0.7 and 2 or 3)
       local params, changed = space_lib.mutate(space, base, rng, math.min(0.6, sigma * widen), nchange)
       local key = space_lib.key(space, params)
+      local vetoed = #changed > 0 and not seen[key] and
+        history.vetoed_like(space, { title = "Change " .. table.concat(changed, " and "), params = params }, vetoes)
+      if vetoed then seen[key] = true end
       if #changed > 0 and not seen[key] then
         found = { params = params, changed = changed, key = key }
         break
@@ -148,6 +156,7 @@ local function with_llm(ctx, input)
     items = prompt.recall(task.name .. " " .. (task.description or ""):sub(1, 300), 8)
   end
   local code = node.code or prompt.read_dir(input.dir or (ctx.workspace and "experiment"), 8)
+  local notes, vetoes = history.human(input)
   local vars = {
     task = task.description or task.name,
     metric = task.metric, goal = task.goal, k = k,
@@ -157,6 +166,7 @@ local function with_llm(ctx, input)
     code = prompt.files(code),
     memory = prompt.memory(items),
     labels = prompt.labels(history.labels(20)),
+    human = prompt.human(notes, vetoes),
   }
   local system = thalamus.template.file("planner_system.md", vars)
   local user = thalamus.template.file("planner_user.md", vars)
@@ -178,13 +188,19 @@ local function with_llm(ctx, input)
           if params[name] == nil then params[name] = v end
         end
       end
-      ideas[#ideas + 1] = {
+      local candidate = {
         title = idea.title,
         hypothesis = type(idea.hypothesis) == "string" and idea.hypothesis ~= "" and idea.hypothesis or idea.title,
         changes = #changes > 0 and changes or { idea.title },
         rationale = type(idea.rationale) == "string" and idea.rationale ~= "" and idea.rationale or "(no rationale given)",
         params = params,
       }
+      local vetoed = history.vetoed_like(space, candidate, vetoes)
+      if vetoed then
+        thalamus.log.info("dropped '%s': too like the vetoed idea '%s'", candidate.title, vetoed.title or "?")
+      else
+        ideas[#ideas + 1] = candidate
+      end
       if #ideas >= k then break end
     end
   end

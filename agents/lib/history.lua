@@ -2,7 +2,8 @@
 -- it from memory. Results are episodes of kind "result" whose payload is
 -- { params = {...}, metric = number, status = "ok"|..., node = id, title };
 -- analyses are episodes of kind "analysis" with { label, insight, title };
--- proposed ideas are episodes of kind "idea" with { params, title }. An
+-- proposed ideas are episodes of kind "idea" with { params, title }; the
+-- human's notes and vetoes are episodes of kind "human_note". An
 -- agent's input can add results of its own (input.history), for callers
 -- without a workspace and for tests.
 local thalamus = require("thalamus")
@@ -58,6 +59,68 @@ function M.labels(n)
     end
   end
   return out
+end
+
+-- What the human said: notes ({ text }, oldest first) and vetoed ideas
+-- ({ title, params, reason, hypothesis }), from the episodes of kind
+-- "human_note" that `thalamus chat` and the review gates record, plus
+-- input.notes and input.vetoed (lists of the same shape).
+function M.human(input)
+  local notes, vetoes = {}, {}
+  for _, e in ipairs(episodes("human_note")) do
+    local p = e.payload
+    if type(p) == "table" and p.decision == "vetoed" then
+      vetoes[#vetoes + 1] = { title = p.title, params = type(p.params) == "table" and p.params or nil,
+                              reason = p.reason, hypothesis = p.hypothesis }
+    elseif type(p) == "table" and p.note then
+      notes[#notes + 1] = { text = e.text }
+    end
+  end
+  for _, n in ipairs(input and input.notes or {}) do
+    if type(n) == "string" then notes[#notes + 1] = { text = n }
+    elseif type(n) == "table" and n.text then notes[#notes + 1] = n end
+  end
+  for _, v in ipairs(input and input.vetoed or {}) do
+    if type(v) == "table" then vetoes[#vetoes + 1] = v end
+  end
+  return notes, vetoes
+end
+
+-- The words of a text, lower case, as a set.
+local function words(text)
+  local out, n = {}, 0
+  for w in tostring(text or ""):lower():gmatch("[%w_]+") do
+    if not out[w] then out[w] = true; n = n + 1 end
+  end
+  return out, n
+end
+
+-- Share of words two texts have in common (Jaccard), 0..1.
+function M.overlap(a, b)
+  local wa, na = words(a)
+  local wb, nb = words(b)
+  if na == 0 or nb == 0 then return 0 end
+  local common = 0
+  for w in pairs(wa) do if wb[w] then common = common + 1 end end
+  return common / (na + nb - common)
+end
+
+-- The vetoed idea that idea is too like, or nil: the same or nearly the
+-- same parameters (distance below radius in the space), or a title and
+-- changes sharing most of their words with the vetoed one's.
+function M.vetoed_like(space, idea, vetoes, radius)
+  local space_lib = require("lib.space")
+  for _, v in ipairs(vetoes) do
+    if type(idea.params) == "table" and type(v.params) == "table" and #space > 0 and
+        space_lib.distance(space, idea.params, v.params) < (radius or 0.05) then
+      return v
+    end
+    local text = (idea.title or "") .. " " .. table.concat(type(idea.changes) == "table" and idea.changes or {}, " ")
+    if v.title and M.overlap(text, v.title) >= 0.6 or (v.title and M.overlap(idea.title or "", v.title) >= 0.75) then
+      return v
+    end
+  end
+  return nil
 end
 
 -- +1 when larger metrics are better, -1 when smaller are.

@@ -47,6 +47,22 @@ function M.labels(labels)
   return block("LABELS", table.concat(parts, "\n"))
 end
 
+-- The human's notes and vetoed ideas (lib.history.human), which the
+-- planner must follow.
+function M.human(notes, vetoes)
+  local parts = {}
+  for _, n in ipairs(notes or {}) do
+    parts[#parts + 1] = "- note: " .. util.shorten(n.text or "", 1000)
+  end
+  for _, v in ipairs(vetoes or {}) do
+    parts[#parts + 1] = string.format("- vetoed idea: %s%s%s", v.title or "?",
+      v.params and (" with " .. thalamus.json.encode(v.params)) or "",
+      v.reason and v.reason ~= "" and (" (reason: " .. util.shorten(v.reason, 500) .. ")") or "")
+  end
+  if #parts == 0 then return block("HUMAN", "(no notes or vetoes)") end
+  return block("HUMAN", util.shorten(table.concat(parts, "\n"), 8000))
+end
+
 -- Files { [path] = text } (or a list of { path, text }), shortened.
 function M.files(files, max_bytes)
   local parts, total = {}, 0

@@ -113,6 +113,21 @@ return {
         spec.ok(dg < dp, string.format("mean step around the best node %.3f, around the worst %.3f", dg, dp))
       end },
 
+      { "a vetoed idea, or one too like it, is never proposed again", function()
+        local node = { id = "n0", params = thalamus.json.decode(thalamus.workspace.read("experiment/params.json")) }
+        -- what the planner proposes without the veto
+        local first = agents.call("planner", { node = node, k = 4, seed = "veto" })
+        local vetoed = first.ideas[1]
+        local out = agents.call("planner", { node = node, k = 4, seed = "veto",
+          vetoed = { { title = vetoed.title, params = vetoed.params, reason = "too risky" } } })
+        spec.eq(#out.ideas, 4, "still four ideas")
+        for _, idea in ipairs(out.ideas) do
+          spec.ok(idea.title ~= vetoed.title, "the vetoed idea's kind of change came back: " .. idea.title)
+          spec.ok(space_lib.distance(space_lib.from_task(ctx.task), idea.params, vetoed.params) >= 0.05,
+            "an idea next to the vetoed one: " .. thalamus.json.encode(idea.params))
+        end
+      end },
+
       { "ideas pass the runtime's checks and say why", function()
         local out = agents.call("planner", { k = 2 })
         for _, idea in ipairs(out.ideas) do
