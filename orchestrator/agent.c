@@ -335,7 +335,8 @@ static const struct module modules[] = {
     {"llm", luaopen_thalamus_llm},           {"memory", luaopen_thalamus_memory},
     {"sandbox", luaopen_thalamus_sandbox},   {"agents", luaopen_thalamus_agents},
     {"http", luaopen_thalamus_http},         {"workspace", luaopen_thalamus_workspace},
-    {"template", luaopen_thalamus_template}, {NULL, NULL},
+    {"template", luaopen_thalamus_template}, {"mcts", luaopen_thalamus_mcts},
+    {NULL, NULL},
 };
 
 /* Builds the prototype environment: the safe parts of the base library,

@@ -251,6 +251,7 @@ int luaopen_thalamus_http(lua_State *L);
 int luaopen_thalamus_agents(lua_State *L);
 int luaopen_thalamus_workspace(lua_State *L);
 int luaopen_thalamus_template(lua_State *L);
+int luaopen_thalamus_mcts(lua_State *L);
 /* lua_sleep.c: adds sleep, now and clock to the table at the top. */
 int luaopen_thalamus_sleep(lua_State *L);
 

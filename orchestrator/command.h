@@ -37,8 +37,21 @@ extern const struct command command_sandbox; /* cmd_sandbox.c */
 
 extern const struct command command_agent; /* cmd_agent.c */
 
+extern const struct command command_think; /* cmd_think.c */
+
 extern const struct command command_memory; /* cmd_memory.c */
 extern const struct command command_doctor; /* cmd_memory.c */
 extern const struct command command_ingest; /* cmd_ingest.c */
+
+extern const struct command command_report; /* cmd_report.c */
+
+extern const struct command command_run;    /* cmd_run.c */
+extern const struct command command_resume; /* cmd_run.c */
+extern const struct command command_runs;   /* cmd_run.c */
+extern const struct command command_status; /* cmd_run.c */
+extern const struct command command_log;    /* cmd_run.c */
+extern const struct command command_show;   /* cmd_run.c */
+
+extern const struct command command_chat; /* chat.c */
 
 #endif

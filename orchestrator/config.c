@@ -99,6 +99,35 @@ static const struct key keys[] = {
     {"loop.rounds", KT_POSINT, F(loop_rounds), "3", NULL, "Rounds of the research loop."},
     {"loop.ideas", KT_POSINT, F(loop_ideas), "3", NULL, "Ideas proposed per expansion."},
     {"loop.jobs", KT_POSINT, F(loop_jobs), "2", NULL, "Experiments run at the same time."},
+    {"loop.drafts", KT_POSINT, F(loop_drafts), "3", NULL,
+     "First drafts: ideas proposed from the baseline, and kept, at the first expansion."},
+    {"loop.keep", KT_POSINT, F(loop_keep), "2", NULL,
+     "Ideas kept after the critic's review at each later expansion (the best ones)."},
+    {"loop.debug_attempts", KT_COUNT, F(loop_debug_attempts), "2", NULL,
+     "Most debug attempts in a row for a failed experiment (the maximum debug depth: an "
+     "attempt that fails may be debugged again); each attempt is an experiment of its own. 0 "
+     "turns debugging off."},
+    {"loop.debug_probability", KT_NUMBER, F(loop_debug_probability), "0.5", "0,1",
+     "Chance that a step of the search debugs a failed experiment instead of following UCT."},
+    {"loop.exploration", KT_NUMBER, F(loop_exploration), "1.414", "0,100",
+     "Exploration constant of UCT over the experiment tree."},
+    {"loop.novelty_threshold", KT_NUMBER, F(loop_novelty_threshold), "0.9", "0,1",
+     "TF-IDF similarity to a tried idea at or above which a new idea counts as the same one "
+     "(and is dropped unless its parameters differ)."},
+    {"loop.tolerance", KT_NUMBER, F(loop_tolerance), "0.005", "0,1",
+     "Relative change of the metric within which an experiment is labelled `maintain` "
+     "rather than `improve` or `decline`."},
+    {"loop.experiments", KT_COUNT, F(loop_experiments), "0", NULL,
+     "Most experiments of a run (the baseline not counted); 0: no limit."},
+    {"loop.seconds", KT_COUNT, F(loop_seconds), "0", NULL,
+     "Most wall-clock seconds of a run, over all its sessions; 0: no limit."},
+    {"loop.autonomy", KT_ENUM, F(loop_autonomy), "full", "full|review-ideas|review-code",
+     "How far the loop goes without asking: `full` never asks; `review-ideas` has the human "
+     "approve, veto or edit the kept ideas before they run; `review-code` also the coder's "
+     "change of each experiment (see docs/chat.md)."},
+    {"loop.review_file", KT_STRING, F(loop_review_file), NULL, NULL,
+     "Decisions file the review gates read when there is no terminal to ask on (JSON lines; "
+     "see docs/chat.md); relative to the workspace."},
     {"llm.provider", KT_ENUM, F(llm_provider), NULL, "offline|openai|anthropic",
      "Model provider. Default: `openai` when `OPENAI_API_KEY` is set, else `anthropic` "
      "when `ANTHROPIC_API_KEY` is set, else `offline` (no model is called). "
@@ -220,12 +249,29 @@ static const struct key keys[] = {
      "`{ review = { \"skeptic\" } }` runs the workspace's `agents/skeptic.lua` (a critic) "
      "at the review stage too. Stages: `retrieve`, `ideate`, `review`, `implement`, "
      "`analyse`."},
+    {"think.policy", KT_ENUM, F(think_policy), "uct", "uct|puct",
+     "Selection rule of `thalamus think`: `uct`, or `puct` (guided by the model's confidence "
+     "in each thought)."},
+    {"think.c", KT_NUMBER, F(think_c), "1", "0,100",
+     "Exploration constant of `thalamus think`'s search."},
+    {"think.iterations", KT_POSINT, F(think_iterations), "24", NULL,
+     "Iterations of `thalamus think`'s search (each asks the model once or more)."},
+    {"think.seconds", KT_NUMBER, F(think_seconds), "0", "0,86400",
+     "Most wall-clock seconds `thalamus think` searches; 0: no limit."},
+    {"think.width", KT_INTEGER, F(think_width), "3", "1,10",
+     "Next thoughts the model proposes at each expansion."},
+    {"think.depth", KT_INTEGER, F(think_depth), "4", "1,20",
+     "Most thoughts in one chain; a chain that long is final."},
+    {"think.jobs", KT_INTEGER, F(think_jobs), "2", "1,64",
+     "Search iterations in flight at once (model requests wait in parallel)."},
+    {"think.recall", KT_INTEGER, F(think_recall), "5", "0,50",
+     "Memory items recalled into each prompt; 0 turns recall off."},
 };
 
 #define NKEYS (sizeof keys / sizeof keys[0])
 
 static const char *const sections[] = {"task",   "sandbox",    "loop",   "llm",
-                                       "memory", "literature", "agents", NULL};
+                                       "memory", "literature", "agents", "think", NULL};
 
 static const struct key *find_key(const char *name)
 {

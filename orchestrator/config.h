@@ -89,6 +89,18 @@ struct config {
     long loop_rounds;
     long loop_ideas;
     long loop_jobs;
+    long loop_drafts;
+    long loop_keep;
+    long loop_debug_attempts;
+    double loop_debug_probability;
+    double loop_exploration;
+    double loop_novelty_threshold;
+    double loop_tolerance;
+    long loop_experiments; /* 0: no limit */
+    long loop_seconds;     /* 0: no limit */
+    char *loop_autonomy;   /* "full", "review-ideas" or "review-code" */
+    /* the decisions file of the review gates, or NULL */
+    char *loop_review_file;
     /* llm */
     char *llm_provider; /* "offline", "openai" or "anthropic" */
     char *llm_model;    /* "" when unset */
@@ -140,6 +152,15 @@ struct config {
     long agents_memory_mb;     /* MiB of Lua heap for all agents together */
     long agents_apply_retries; /* times a coder is asked again after a failed apply */
     char **agents_extra;       /* "stage:name", by stage then as listed; NULL when none */
+    /* think (see cmd_think.c and docs/mcts.md) */
+    char *think_policy; /* "uct" or "puct" */
+    double think_c;
+    long think_iterations;
+    double think_seconds; /* 0: no limit */
+    long think_width;
+    long think_depth;
+    long think_jobs;
+    long think_recall;
 
     char *file;                  /* path of thalamus.lua, NULL when none was read */
     char *workspace;             /* workspace directory, NULL outside one */

@@ -198,6 +198,15 @@ static const struct command *const commands[] = {
     &command_memory,  /* memory */
     &command_ingest,  /* memory */
     &command_doctor,  /* memory */
+    &command_run,     /* research */
+    &command_resume,  /* research */
+    &command_runs,    /* research */
+    &command_status,  /* research */
+    &command_log,     /* research */
+    &command_show,    /* research */
+    &command_report,  /* research */
+    &command_think,   /* research */
+    &command_chat,    /* research */
     &command_sandbox, /* experiments */
     &command_agent,   /* agents */
     &command_help,

@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Installs what building and testing thalamus needs, and only what is missing:
 # a C compiler, make, cmake, pkg-config, git, python3 (for the end-to-end
-# tests) and the -dev packages of libcurl, cJSON, SQLite, Lua 5.4 and libgit2.
+# tests), chromium (the report's browser test, headless) and the -dev
+# packages of libcurl, cJSON, SQLite, Lua 5.4, libgit2 and libedit (line
+# editing and history of `thalamus chat`).
 # Safe to run again: it checks before it installs. Debian and Ubuntu (apt-get).
 set -euo pipefail
 
 # tool command -> Debian package
-tools=(cc:gcc make:make cmake:cmake pkg-config:pkg-config git:git python3:python3)
-libs=(libcurl4-openssl-dev libcjson-dev libsqlite3-dev liblua5.4-dev libgit2-dev)
+tools=(cc:gcc make:make cmake:cmake pkg-config:pkg-config git:git python3:python3
+       chromium:chromium)
+libs=(libcurl4-openssl-dev libcjson-dev libsqlite3-dev liblua5.4-dev libgit2-dev
+      libedit-dev)
 
 missing=()
 for pair in "${tools[@]}"; do

@@ -130,7 +130,7 @@ static void test_errors_name_the_key(void)
                  "thalamus.lua: unknown key 'loops'; did you mean 'loop'?");
     expect_error("return { zzz = {} }",
                  "thalamus.lua: unknown key 'zzz' (known: task, sandbox, loop, llm, memory, "
-                 "literature, agents)");
+                 "literature, agents, think)");
     expect_error(
         "return { task = { goal = 'max' } }",
         "thalamus.lua: task.goal must be one of \"maximize\" or \"minimize\", got \"max\"");
