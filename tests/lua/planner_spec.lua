@@ -101,8 +101,11 @@ return {
           for s = 1, 6 do
             local out = agents.call("planner", { node = node, k = 6, history = history, seed = s })
             for _, idea in ipairs(out.ideas) do
-              total = total + space_lib.distance(sp, node.params, idea.params)
-              n = n + 1
+              -- jumps to uniform points of the space are not steps from the node
+              if not idea.title:find("^Jump") then
+                total = total + space_lib.distance(sp, node.params, idea.params)
+                n = n + 1
+              end
             end
           end
           return total / n
