@@ -699,37 +699,48 @@ static int spawn_sandbox(struct live *l)
 }
 
 /* Writes the node's files as a tree and runs them. */
+/* Records the tree of the node's work directory dir and the parameters as
+ * the experiment will read them. */
+static int record_tree(struct research *r, long id, const char *dir)
+{
+    struct rs_node *n = &r->nodes[id];
+    char tree[LEDGER_HEX_SIZE];
+    int rc = ledger_write_tree(r->ledger, dir, tree);
+    if (rc < 0)
+        return rc;
+    set_str(&n->tree, tree);
+    char *pf = fs_join(dir, r->cfg->task_params_file);
+    struct buf b;
+    buf_init(&b, 1 << 20);
+    if (buf_read_file(&b, pf) == 0) {
+        cJSON *p = cJSON_Parse(buf_str(&b));
+        if (cJSON_IsObject(p)) {
+            cJSON_Delete(n->params);
+            n->params = p;
+        } else {
+            cJSON_Delete(p);
+        }
+    }
+    error_clear();
+    buf_free(&b);
+    free(pf);
+    if ((rc = tx_begin(r)) == 0)
+        rc = tx_commit(r, save_node(r, id));
+    return rc;
+}
+
 static void eval_run(struct live *l)
 {
     struct research *r = l->r;
     struct rs_node *n = &r->nodes[l->id];
     char *dir = node_abs_dir(r, l->id);
-    char tree[LEDGER_HEX_SIZE];
-    int rc = ledger_write_tree(r->ledger, dir, tree);
-    if (rc == 0) {
-        set_str(&n->tree, tree);
-        /* the parameters as the experiment will read them */
-        char *pf = fs_join(dir, r->cfg->task_params_file);
-        struct buf b;
-        buf_init(&b, 1 << 20);
-        if (buf_read_file(&b, pf) == 0) {
-            cJSON *p = cJSON_Parse(buf_str(&b));
-            if (cJSON_IsObject(p)) {
-                cJSON_Delete(n->params);
-                n->params = p;
-            } else {
-                cJSON_Delete(p);
-            }
-        }
-        error_clear();
-        buf_free(&b);
-        free(pf);
-        if ((rc = tx_begin(r)) == 0)
-            rc = tx_commit(r, save_node(r, l->id));
-    }
+    int rc = record_tree(r, l->id, dir);
     char *veto = NULL;
+    bool edited = false;
     if (rc == 0 && l->id != 0)
-        rc = review_code(r->gate, r->run.id, n, r->nodes[n->parent].commit, &veto);
+        rc = review_code(r->gate, r->run.id, n, r->nodes[n->parent].commit, dir, &veto, &edited);
+    if (rc == 0 && edited)
+        rc = record_tree(r, l->id, dir); /* the human changed the files */
     free(dir);
     if (rc < 0) {
         fatal(r, rc);

@@ -88,9 +88,9 @@ static int file_error(const char *path, int line, const char *what)
                       what);
 }
 
-static bool valid_decision(const char *d, bool code)
+static bool valid_decision(const char *d, bool allow_edit)
 {
-    return d && (!strcmp(d, "approve") || !strcmp(d, "veto") || (!code && !strcmp(d, "edit")));
+    return d && (!strcmp(d, "approve") || !strcmp(d, "veto") || (allow_edit && !strcmp(d, "edit")));
 }
 
 static int load_decisions(struct review_gate *g, const char *path)
@@ -127,7 +127,7 @@ static int load_decisions(struct review_gate *g, const char *path)
                                                                     : NULL;
         if (dkey) {
             const char *dv = json_str(o, dkey);
-            if (!valid_decision(dv, true)) {
+            if (!valid_decision(dv, false)) {
                 rc = file_error(path, line, "a default must be \"approve\" or \"veto\"");
             } else {
                 char **slot = !strcmp(dkey, "default") ? &g->default_idea : &g->default_code;
@@ -143,10 +143,12 @@ static int load_decisions(struct review_gate *g, const char *path)
             rc = file_error(path, line,
                             "a decision needs \"idea\" (a title or a position) or \"code\" (a "
                             "node or a title)");
-        else if (!valid_decision(d, code))
+        else if (!valid_decision(d, true))
+            rc = file_error(path, line, "\"decision\" must be \"approve\", \"veto\" or \"edit\"");
+        else if (code && !strcmp(d, "edit") && !cJSON_IsObject(cJSON_GetObjectItem(o, "files")))
             rc = file_error(path, line,
-                            code ? "\"decision\" of a code change must be \"approve\" or \"veto\""
-                                 : "\"decision\" must be \"approve\", \"veto\" or \"edit\"");
+                            "a code edit needs \"files\": { \"path\": \"new content\" }, "
+                            "paths relative to the experiment");
         if (rc < 0)
             cJSON_Delete(o);
         else
@@ -318,8 +320,37 @@ static int ask(struct review_gate *g, const char *question, char **out)
     return rc;
 }
 
-/* Runs $VISUAL or $EDITOR (else vi) on a copy of *obj as JSON and replaces
- * *obj by what was saved, when it is a JSON object. */
+/* Runs $VISUAL or $EDITOR (else vi) on the files of paths (NULL-terminated)
+ * and waits for it. */
+static int run_editor(const char *const *paths)
+{
+    size_t n = 0;
+    while (paths[n])
+        n++;
+    const char **argv = xcalloc(n + 5, sizeof *argv);
+    argv[0] = "sh";
+    argv[1] = "-c";
+    argv[2] = "exec ${VISUAL:-${EDITOR:-vi}} \"$@\"";
+    argv[3] = "sh";
+    for (size_t i = 0; i < n; i++)
+        argv[4 + i] = paths[i];
+    pid_t pid = fork();
+    if (pid == 0) {
+        execv("/bin/sh", (char *const *)argv);
+        _exit(127);
+    }
+    free(argv);
+    int status = 0;
+    if (pid > 0)
+        while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+            ;
+    if (pid < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        return error_set("the editor failed; set EDITOR to one that works");
+    return 0;
+}
+
+/* Runs the editor on a copy of *obj as JSON and replaces *obj by what was
+ * saved, when it is a JSON object. */
 int review_edit_json(cJSON **obj)
 {
     char path[] = "/tmp/thalamus-edit-XXXXXX.json";
@@ -330,18 +361,10 @@ int review_edit_json(cJSON **obj)
     int rc = fs_write_all(fd, text, strlen(text));
     free(text);
     close(fd);
-    pid_t pid = rc < 0 ? -1 : fork();
-    if (pid == 0) {
-        execl("/bin/sh", "sh", "-c", "exec ${VISUAL:-${EDITOR:-vi}} \"$1\"", "sh", path,
-              (char *)NULL);
-        _exit(127);
+    if (rc == 0) {
+        const char *paths[] = {path, NULL};
+        rc = run_editor(paths);
     }
-    int status = 0;
-    if (pid > 0)
-        while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-            ;
-    if (rc == 0 && (pid < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0))
-        rc = error_set("the editor failed; set EDITOR to one that works");
     if (rc == 0) {
         struct buf b;
         buf_init(&b, 1 << 20);
@@ -728,10 +751,91 @@ static int code_diff(const char *workspace, const char *parent, const char *tree
     return rc;
 }
 
+/* Whether path is a plain relative path inside the experiment directory. */
+static bool safe_relative(const char *path)
+{
+    if (!path[0] || path[0] == '/')
+        return false;
+    for (const char *p = path; *p;) {
+        size_t len = strcspn(p, "/");
+        if (len == 0 || (len == 1 && p[0] == '.') || (len == 2 && p[0] == '.' && p[1] == '.'))
+            return false;
+        p += len;
+        if (*p == '/')
+            p++;
+    }
+    return true;
+}
+
+/* Writes the files of an "edit" entry ({ "files": { path: content } }) into
+ * dir. */
+static int write_files(const char *dir, const cJSON *files)
+{
+    if (!cJSON_IsObject(files) || !files->child)
+        return error_setc(TH_EUSAGE, "a code edit in the decisions file needs \"files\": "
+                                     "{ \"path\": \"new content\" }");
+    const cJSON *f;
+    cJSON_ArrayForEach(f, files)
+    {
+        if (!cJSON_IsString(f) || !safe_relative(f->string))
+            return error_setc(TH_EUSAGE,
+                              "code edit of '%s': the path must be relative to the experiment "
+                              "and the content a string",
+                              f->string);
+    }
+    cJSON_ArrayForEach(f, files)
+    {
+        char *path = fs_join(dir, f->string);
+        char *slash = strrchr(path, '/');
+        *slash = '\0';
+        int rc = fs_mkdir_p(path, 0755);
+        *slash = '/';
+        if (rc == 0)
+            rc = fs_write_atomic(path, f->valuestring, strlen(f->valuestring), 0644);
+        free(path);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* Opens the editor on the files the diff changes (those still present). */
+static int edit_changed_files(const char *dir, const char *diff)
+{
+    size_t n = 0, cap = 8;
+    char **paths = xcalloc(cap + 1, sizeof *paths);
+    for (const char *p = diff; (p = strstr(p, "+++ b/")) != NULL;) {
+        if (p != diff && p[-1] != '\n') {
+            p++;
+            continue;
+        }
+        p += 6;
+        size_t len = strcspn(p, "\n");
+        char *rel = xstrndup(p, len);
+        if (safe_relative(rel)) {
+            if (n == cap) {
+                cap *= 2;
+                paths = xreallocarray(paths, cap + 1, sizeof *paths);
+            }
+            paths[n++] = fs_join(dir, rel);
+            paths[n] = NULL;
+        }
+        free(rel);
+        p += len;
+    }
+    int rc = n ? run_editor((const char *const *)paths)
+               : error_setc(TH_EUSAGE, "the change has no file left to edit");
+    for (size_t i = 0; i < n; i++)
+        free(paths[i]);
+    free(paths);
+    return rc;
+}
+
 int review_code(struct review_gate *g, const char *run, struct rs_node *n,
-                const char *parent_commit, char **veto)
+                const char *parent_commit, const char *dir, char **veto, bool *edited)
 {
     *veto = NULL;
+    *edited = false;
     if (!g || g->level != REVIEW_CODE || !n->tree || !parent_commit || g->interrupted)
         return 0;
     char *diff = NULL;
@@ -747,7 +851,7 @@ int review_code(struct review_gate *g, const char *run, struct rs_node *n,
                diff[0] && diff[strlen(diff) - 1] != '\n' ? "\n" : "");
         for (;;) {
             char *a = NULL;
-            int q = ask(g, "run it or veto it? [a/v] (a): ", &a);
+            int q = ask(g, "run it, edit it or veto it? [a/e/v] (a): ", &a);
             const char *s = a ? a + strspn(a, " \t") : "";
             if (q == 2) {
                 free(a);
@@ -766,8 +870,16 @@ int review_code(struct review_gate *g, const char *run, struct rs_node *n,
                     free(diff);
                     return 0;
                 }
+            } else if (*s == 'e') {
+                if (edit_changed_files(dir, diff) < 0) {
+                    printf("%s\n", error_message());
+                    error_clear();
+                    free(a);
+                    continue;
+                }
+                decision = "edit";
             } else {
-                printf("answer a (approve) or v (veto)\n");
+                printf("answer a (approve), e (edit) or v (veto)\n");
                 free(a);
                 continue;
             }
@@ -779,6 +891,12 @@ int review_code(struct review_gate *g, const char *run, struct rs_node *n,
         if (e) {
             decision = json_str(e, "decision");
             reason = json_str(e, "reason") ? xstrdup(json_str(e, "reason")) : NULL;
+            if (!strcmp(decision, "edit") &&
+                (rc = write_files(dir, cJSON_GetObjectItem(e, "files"))) < 0) {
+                free(reason);
+                free(diff);
+                return error_prefix("decisions file, code change of n%ld", n->id);
+            }
         } else {
             decision = g->default_code;
             by = "default";
@@ -786,14 +904,18 @@ int review_code(struct review_gate *g, const char *run, struct rs_node *n,
     }
     free(diff);
     bool vetoed = !strcmp(decision, "veto");
+    *edited = !strcmp(decision, "edit");
     if (!n->idea)
         n->idea = cJSON_CreateObject();
-    mark(n->idea, "code_review", vetoed ? "vetoed" : "approved", by, reason);
+    mark(n->idea, "code_review", vetoed ? "vetoed" : *edited ? "edited" : "approved", by, reason);
     cJSON *idea = cJSON_Duplicate(n->idea, true);
     if (!json_str(idea, "title"))
         cJSON_AddStringToObject(idea, "title", n->title ? n->title : "experiment");
     cJSON_DeleteItemFromObject(idea, "params"); /* a code veto is not a veto of the parameters */
-    rc = review_record(g->store, g->mem, run, n->id, idea, vetoed ? "code vetoed" : "code approved",
+    rc = review_record(g->store, g->mem, run, n->id, idea,
+                       vetoed    ? "code vetoed"
+                       : *edited ? "code edited"
+                                 : "code approved",
                        by, reason);
     cJSON_Delete(idea);
     if (vetoed)

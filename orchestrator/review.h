@@ -65,13 +65,15 @@ int review_ideas(struct review_gate *g, const char *run, long node, cJSON *ideas
                  const cJSON *scores, int **order, int *norder, long *keep);
 
 /* The review of an experiment's code change at review-code: shows the diff
- * of its files (written as tree n->tree) against the experiment of
- * parent_commit and asks (or reads the decisions file). Sets *veto to why
- * the change must not run (the caller frees it), else leaves it NULL; the
- * decision is recorded and marked in n->idea for the commit message.
- * Returns 0 or a negative TH_E* code. */
+ * of its files (written as tree n->tree from dir, the experiment's work
+ * directory) against the experiment of parent_commit and asks (or reads
+ * the decisions file). Sets *veto to why the change must not run (the
+ * caller frees it), else leaves it NULL; sets *edited when the human
+ * changed files in dir (the caller writes the tree again). The decision is
+ * recorded and marked in n->idea for the commit message. Returns 0 or a
+ * negative TH_E* code. */
 int review_code(struct review_gate *g, const char *run, struct rs_node *n,
-                const char *parent_commit, char **veto);
+                const char *parent_commit, const char *dir, char **veto, bool *edited);
 
 /* Applies an edit to idea: "title", "hypothesis", "rationale" and "changes"
  * replace the idea's; "params" are set one by one (each also noted in the

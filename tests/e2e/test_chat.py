@@ -415,6 +415,45 @@ class TestReviewGates(ChatCase):
         self.assertEqual(nodes["n2"]["status"], "ok")
         self.assertIn("Review: code approved by default", self.message(ws, nodes["n2"]["commit"]))
 
+    def test_review_code_edit_runs_and_commits_the_human_s_files(self):
+        ws = self.small(extra='cfg.loop.autonomy = "review-code"')
+        with open(os.path.join(ws, "experiment", "params.json")) as f:
+            params = json.load(f)
+        params["epochs"] = 3
+        params["learning_rate"] = 0.2
+        edited = json.dumps(params, indent=2) + "\n"
+        decisions = os.path.join(ws, "decisions.jsonl")
+        with open(decisions, "w") as f:
+            f.write(json.dumps({"code": "n1", "decision": "edit", "reason": "shorter and faster",
+                                "files": {"params.json": edited,
+                                          "notes/REVIEW.txt": "checked by a human\n"}}) + "\n")
+        self.ok("run", "--seed", "5", "--json", "--review-file", decisions, cwd=ws, stdin="")
+        nodes = {n["id"]: n for n in self.nodes_of(ws, "r1")}
+        n1 = nodes["n1"]
+        self.assertEqual(n1["status"], "ok")
+        # the experiment ran the edited files, and the commit holds them
+        self.assertEqual(n1["params"]["epochs"], 3)
+        self.assertEqual(n1["params"]["learning_rate"], 0.2)
+        self.assertEqual(self.git(ws, "show", n1["commit"] + ":experiment/params.json"), edited)
+        self.assertEqual(self.git(ws, "show", n1["commit"] + ":experiment/notes/REVIEW.txt"),
+                         "checked by a human\n")
+        self.assertIn("Review: code edited by human (shorter and faster)",
+                      self.message(ws, n1["commit"]))
+        self.assertIn("Review: code approved by default", self.message(ws, nodes["n2"]["commit"]))
+        doc = self.document(ws, "r1")
+        self.assertTrue(any(d["decision"] == "code edited by human" for d in doc["decisions"]), doc)
+        # a path leaving the experiment is refused before anything runs
+        bad = os.path.join(ws, "bad.jsonl")
+        with open(bad, "w") as f:
+            f.write(json.dumps({"code": "n1", "decision": "edit",
+                                "files": {"../thalamus.lua": "return {}"}}) + "\n")
+        ws2 = self.small(name="ws2", extra='cfg.loop.autonomy = "review-code"')
+        r = self.thalamus("run", "--seed", "5", "--review-file", bad, cwd=ws2, stdin="")
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("the path must be relative to the experiment", r.stderr)
+        with open(os.path.join(ws2, "thalamus.lua")) as f:
+            self.assertNotEqual(f.read(), "return {}")
+
     def test_review_on_a_terminal_asks_about_each_idea(self):
         ws = self.small()
         t = Terminal(["run", "--review", "--seed", "5", "--rounds", "1"], ws,
