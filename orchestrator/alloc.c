@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void out_of_memory(size_t n)
+void alloc_fail(size_t n)
 {
     fprintf(stderr, "thalamus: fatal: out of memory allocating %zu bytes\n", n);
     abort();
@@ -19,7 +19,7 @@ void *xmalloc(size_t n)
 {
     void *p = malloc(n ? n : 1);
     if (!p)
-        out_of_memory(n);
+        alloc_fail(n);
     return p;
 }
 
@@ -27,7 +27,7 @@ void *xcalloc(size_t count, size_t size)
 {
     void *p = calloc(count ? count : 1, size ? size : 1);
     if (!p)
-        out_of_memory(count * size);
+        alloc_fail(count * size);
     return p;
 }
 
@@ -35,14 +35,14 @@ void *xrealloc(void *p, size_t n)
 {
     void *q = realloc(p, n ? n : 1);
     if (!q)
-        out_of_memory(n);
+        alloc_fail(n);
     return q;
 }
 
 void *xreallocarray(void *p, size_t count, size_t size)
 {
     if (size && count > SIZE_MAX / size)
-        out_of_memory(SIZE_MAX);
+        alloc_fail(SIZE_MAX);
     return xrealloc(p, count * size);
 }
 
@@ -67,7 +67,7 @@ char *xasprintf(const char *fmt, ...)
     int n = vsnprintf(NULL, 0, fmt, ap);
     va_end(ap);
     if (n < 0)
-        out_of_memory(0);
+        alloc_fail(0);
     char *p = xmalloc((size_t)n + 1);
     va_start(ap, fmt);
     vsnprintf(p, (size_t)n + 1, fmt, ap);

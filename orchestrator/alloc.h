@@ -21,5 +21,8 @@ char *xstrdup(const char *s);
 char *xstrndup(const char *s, size_t n);
 /* A newly allocated formatted string; the caller frees it. */
 char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Says that n bytes could not be allocated and aborts (for allocators of
+ * their own, such as mapped arrays). */
+void alloc_fail(size_t n) __attribute__((noreturn));
 
 #endif

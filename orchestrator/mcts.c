@@ -1,11 +1,13 @@
 /*
  * mcts: the search engine declared in mcts.h.
  *
- * The tree is one array of small fixed-size nodes (ids are indexes), each
- * with its statistics, its links (parent, first and last child, next
- * sibling) and a separately allocated payload. One iteration selects a node
- * from the root by UCT or PUCT (or asks the caller's select callback), puts
- * a virtual loss on the path, and queues work: an expansion, an evaluation,
+ * The tree is two parallel arrays indexed by node id: small fixed-size
+ * nodes (links: parent, first and last child, next sibling; state, flags,
+ * prior and maximum) and the statistics selection reads for every child
+ * (visits, value sum, iterations in flight), plus a separately allocated
+ * payload. One iteration selects a node from the root by UCT or PUCT (or
+ * asks the caller's select callback), puts a virtual loss on the path (when
+ * several may be in flight), and queues work: an expansion, an evaluation,
  * or nothing when it reached a terminal node whose value is known (that
  * value is backed up again at once). Work runs from one trampoline, pump():
  * callbacks that answer inside the call only queue more work or finish an
@@ -18,11 +20,13 @@
  * ends the search. Persistence (tables of the store module "mcts") is at
  * the end of the file. Depends on alloc, error, loop, store and SQLite.
  */
+#define _GNU_SOURCE /* mremap */
 #include "mcts.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 
 #include "alloc.h"
@@ -40,14 +44,12 @@ enum {
 };
 #define F_SAVED (F_EVALUATED | F_EXPANDED | F_FULL | F_COMPLETE)
 
-/* 48 bytes: what selection reads (statistics, flags, the sibling link)
- * comes first; payloads live in a table of their own. */
+/* 32 bytes: the structure and the rest of a node's state; the statistics
+ * selection reads for every child live in struct node_stats, and payloads
+ * in a table of their own. */
 struct node {
-    double sum;           /* sum of backed-up values */
     float max;            /* best backed-up value (0 unvisited) */
     float prior;          /* as given by the caller */
-    uint32_t visits;      /* backed-up values */
-    uint32_t inflight;    /* iterations in flight through the node */
     mcts_id next_sibling; /* children in the order they were added */
     uint8_t state;        /* MCTS_EXPANDABLE or MCTS_TERMINAL */
     uint8_t flags;        /* F_* */
@@ -59,6 +61,21 @@ struct node {
 };
 
 #define MAX_CHILDREN UINT16_MAX
+
+/* 16 bytes, in an array parallel to the nodes: what selection reads for
+ * every child, so that four siblings added together share one cache line
+ * (the array is shifted so that the root's children, ids 1 to 4, start
+ * one). F_PENDING is mirrored in the top bit of inflight (max_inflight is
+ * at most 2^20). */
+struct node_stats {
+    double sum;        /* sum of backed-up values */
+    uint32_t visits;   /* backed-up values */
+    uint32_t inflight; /* iterations in flight through the node | STAT_PENDING */
+};
+
+#define STAT_PENDING 0x80000000u
+#define ARRAY_SHIFT  3
+#define ARRAY_ALIGN  64
 
 struct payload {
     char *data; /* NUL-terminated copy */
@@ -87,6 +104,7 @@ struct mcts {
     void *ud;
 
     struct node *nodes;
+    struct node_stats *stats; /* stats[id]: ARRAY_SHIFT entries after the allocation's start */
     size_t n, cap;
     struct payload *payloads; /* NULL until a payload is set; then cap entries */
 
@@ -136,6 +154,16 @@ static inline double rsqrt(double n)
     return 1.0 / sqrt(n);
 }
 
+/* sqrt(log(n)) likewise, once per node on the path (UCT). */
+static double sqrt_log_table[RSQRT_TABLE];
+
+static inline double sqrt_log(double n)
+{
+    if (n < RSQRT_TABLE && n == (double)(unsigned)n)
+        return sqrt_log_table[(unsigned)n];
+    return sqrt(log(n));
+}
+
 void mcts_options_default(struct mcts_options *o)
 {
     memset(o, 0, sizeof *o);
@@ -173,12 +201,72 @@ static int check_options(const struct mcts_options *o)
     return 0;
 }
 
+/* The node and stats arrays: cache-line aligned, and from MAP_BYTES on
+ * mapped directly, grown by remapping (no copy) and backed by huge pages
+ * where the kernel allows: selection reads them at random, and with small
+ * pages nearly every read of a large tree would miss the TLB. */
+#define MAP_BYTES ((size_t)8 << 20)
+#define HUGE_PAGE ((size_t)2 << 20)
+
+static size_t array_size(size_t bytes)
+{
+    size_t align = bytes >= MAP_BYTES ? HUGE_PAGE : ARRAY_ALIGN;
+    return (bytes + align - 1) / align * align;
+}
+
+/* An array of old_bytes (NULL: none) grown to bytes, keeping its first
+ * used bytes. */
+static void *array_grow(void *old, size_t old_bytes, size_t used, size_t bytes)
+{
+    void *p;
+    if (bytes < MAP_BYTES) {
+        p = aligned_alloc(ARRAY_ALIGN, array_size(bytes));
+        if (!p)
+            alloc_fail(array_size(bytes));
+    } else if (old && old_bytes >= MAP_BYTES) {
+        p = mremap(old, array_size(old_bytes), array_size(bytes), MREMAP_MAYMOVE);
+        if (p == MAP_FAILED)
+            alloc_fail(array_size(bytes));
+        return p;
+    } else {
+        p = mmap(NULL, array_size(bytes), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1,
+                 0);
+        if (p == MAP_FAILED)
+            alloc_fail(array_size(bytes));
+#ifdef MADV_HUGEPAGE
+        madvise(p, array_size(bytes), MADV_HUGEPAGE);
+#endif
+    }
+    if (old) {
+        memcpy(p, old, used);
+        free(old);
+    }
+    return p;
+}
+
+static void array_free(void *p, size_t bytes)
+{
+    if (p && bytes >= MAP_BYTES)
+        munmap(p, array_size(bytes));
+    else
+        free(p);
+}
+
 static mcts_id node_add(struct mcts *t, mcts_id parent, double prior)
 {
     if (t->n == t->cap) {
         size_t old = t->cap;
         t->cap = t->cap ? t->cap * 2 : 64;
-        t->nodes = xreallocarray(t->nodes, t->cap, sizeof *t->nodes);
+        /* both shifted by ARRAY_SHIFT entries (see struct node_stats) */
+        size_t was = old ? old + ARRAY_SHIFT : 0, now = t->cap + ARRAY_SHIFT;
+        struct node *nd = t->nodes ? t->nodes - ARRAY_SHIFT : NULL;
+        nd = array_grow(nd, was * sizeof *nd, t->n ? (t->n + ARRAY_SHIFT) * sizeof *nd : 0,
+                        now * sizeof *nd);
+        t->nodes = nd + ARRAY_SHIFT;
+        struct node_stats *st = t->stats ? t->stats - ARRAY_SHIFT : NULL;
+        st = array_grow(st, was * sizeof *st, t->n ? (t->n + ARRAY_SHIFT) * sizeof *st : 0,
+                        now * sizeof *st);
+        t->stats = st + ARRAY_SHIFT;
         if (t->payloads) {
             t->payloads = xreallocarray(t->payloads, t->cap, sizeof *t->payloads);
             memset(t->payloads + old, 0, (t->cap - old) * sizeof *t->payloads);
@@ -187,6 +275,7 @@ static mcts_id node_add(struct mcts *t, mcts_id parent, double prior)
     mcts_id id = (mcts_id)t->n++;
     struct node *x = &t->nodes[id];
     memset(x, 0, sizeof *x);
+    t->stats[id] = (struct node_stats){0, 0, 0};
     x->prior = (float)prior;
     x->parent = parent;
     x->first_child = x->last_child = x->next_sibling = MCTS_NONE;
@@ -228,8 +317,10 @@ int mcts_new(struct mcts **out, const struct mcts_options *o, const struct mcts_
     if (!cb || !cb->expand || !cb->evaluate)
         return error_setc(TH_EUSAGE, "an mcts search needs expand and evaluate callbacks");
     if (rsqrt_table[1] == 0)
-        for (unsigned i = 1; i < RSQRT_TABLE; i++)
+        for (unsigned i = 1; i < RSQRT_TABLE; i++) {
             rsqrt_table[i] = 1.0 / sqrt((double)i);
+            sqrt_log_table[i] = sqrt(log((double)i));
+        }
     struct mcts *t = xcalloc(1, sizeof *t);
     t->o = *o;
     t->cb = *cb;
@@ -248,7 +339,10 @@ void mcts_free(struct mcts *t)
     if (t->timer)
         loop_timer_cancel(t->timer);
     tree_clear(t);
-    free(t->nodes);
+    if (t->nodes) {
+        array_free(t->nodes - ARRAY_SHIFT, (t->cap + ARRAY_SHIFT) * sizeof *t->nodes);
+        array_free(t->stats - ARRAY_SHIFT, (t->cap + ARRAY_SHIFT) * sizeof *t->stats);
+    }
     free(t->payloads);
     free(t->queue);
     free(t->slots);
@@ -258,20 +352,22 @@ void mcts_free(struct mcts *t)
 
 /* ---- statistics and policy ---------------------------------------------- */
 
-static inline double node_q(const struct mcts *t, const struct node *x)
+static inline double node_q(const struct mcts *t, mcts_id id)
 {
     if (t->o.backup == MCTS_BACKUP_MAX)
-        return x->max;
-    return x->visits ? x->sum / x->visits : 0;
+        return t->nodes[id].max;
+    const struct node_stats *s = &t->stats[id];
+    return s->visits ? s->sum / s->visits : 0;
 }
 
-/* Q with the virtual loss of the iterations in flight through x. */
-static inline double node_q_vl(const struct mcts *t, const struct node *x)
+/* Q with the virtual loss of the iterations in flight through id. */
+static inline double node_q_vl(const struct mcts *t, mcts_id id)
 {
-    double q = node_q(t, x);
-    if (!x->inflight || t->o.virtual_loss <= 0)
+    double q = node_q(t, id);
+    uint32_t inflight = t->stats[id].inflight & ~STAT_PENDING;
+    if (!inflight || t->o.virtual_loss <= 0)
         return q;
-    double n = x->visits, i = x->inflight;
+    double n = t->stats[id].visits, i = inflight;
     return (n * q - t->o.virtual_loss * i) / (n + i);
 }
 
@@ -281,7 +377,7 @@ unsigned mcts_child_limit(const struct mcts *t, mcts_id n)
         return 0;
     if (t->o.widen_k <= 0)
         return UINT32_MAX;
-    double v = t->nodes[n].visits > 1 ? t->nodes[n].visits : 1;
+    double v = t->stats[n].visits > 1 ? t->stats[n].visits : 1;
     double lim = ceil(t->o.widen_k * pow(v, t->o.widen_alpha));
     if (lim < 1)
         return 1;
@@ -297,47 +393,75 @@ static bool can_expand(const struct mcts *t, mcts_id id)
 }
 
 /* The child the policy would descend to; MCTS_NONE when every child is
- * pending. Exact ties are broken at random (seeded). */
+ * pending. Exact ties are broken at random (seeded). Children added by one
+ * expansion have consecutive ids, so when a node's children fill the range
+ * from its first to its last child they are read in order from the stats
+ * array instead of following the sibling links. */
 static mcts_id pick_child(struct mcts *t, mcts_id p)
 {
     const struct node *pn = &t->nodes[p];
+    const struct node_stats *ps = &t->stats[p];
+    unsigned count = pn->nchildren;
+    mcts_id first = pn->first_child;
+    bool contiguous = count && pn->last_child - first + 1 == count;
+    if (contiguous) {
+        /* the children's nodes are read next (descending to the best) */
+        const char *a = (const char *)&t->nodes[first],
+                   *z = (const char *)&t->nodes[first + count - 1];
+        for (unsigned k = 0; a <= z && k < 8; a += 64, k++)
+            __builtin_prefetch(a);
+        __builtin_prefetch(z);
+        /* and the best child's children after that: start loading every
+         * child's children while this level is scored */
+        if (count <= 8)
+            for (mcts_id c = first; c < first + count; c++) {
+                mcts_id g = t->nodes[c].first_child;
+                if (g != MCTS_NONE) {
+                    __builtin_prefetch(&t->stats[g]);
+                    __builtin_prefetch(&t->nodes[g]);
+                    __builtin_prefetch(&t->nodes[t->nodes[c].last_child]);
+                }
+            }
+    }
     bool vl = t->o.virtual_loss > 0; /* 0: in-flight iterations are not counted at all */
-    double np = (double)pn->visits + (vl ? pn->inflight : 0);
+    double np = (double)ps->visits + (vl ? ps->inflight & ~STAT_PENDING : 0);
     if (np < 1)
         np = 1;
     bool puct = t->o.policy == MCTS_PUCT;
+    bool mean = t->o.backup == MCTS_BACKUP_MEAN;
     double explore = puct ? t->o.c * sqrt(np) : 0;
-    double c_sqrt_logn = puct ? 0 : t->o.c * sqrt(log(np));
+    double c_sqrt_logn = puct ? 0 : t->o.c * sqrt_log(np);
     double psum = 0, fpu = 0;
     if (puct) {
-        for (mcts_id c = pn->first_child; c != MCTS_NONE; c = t->nodes[c].next_sibling)
+        mcts_id c = first;
+        for (unsigned k = 0; k < count; k++, c = contiguous ? c + 1 : t->nodes[c].next_sibling)
             psum += t->nodes[c].prior > 0 ? t->nodes[c].prior : 0;
-        fpu = node_q_vl(t, pn);
+        fpu = node_q_vl(t, p);
     }
-    double uniform = pn->nchildren ? 1.0 / pn->nchildren : 0;
+    double uniform = count ? 1.0 / count : 0;
     mcts_id best = MCTS_NONE;
     double best_score = -INFINITY;
     uint64_t ties = 0;
-    for (mcts_id c = pn->first_child; c != MCTS_NONE; c = t->nodes[c].next_sibling) {
-        const struct node *x = &t->nodes[c];
-        /* the next level is read next: start loading it while this one is
-         * scored (siblings are mostly contiguous, so this covers them) */
-        if (x->first_child != MCTS_NONE) {
-            __builtin_prefetch(&t->nodes[x->first_child]);
-            __builtin_prefetch(&t->nodes[x->last_child]);
-        }
-        if (x->flags & F_PENDING)
+    mcts_id c = first;
+    for (unsigned k = 0; k < count; k++, c = contiguous ? c + 1 : t->nodes[c].next_sibling) {
+        const struct node_stats *s = &t->stats[c];
+        uint32_t inflight = s->inflight;
+        if (inflight & STAT_PENDING)
             continue;
-        double nc = (double)x->visits + (vl ? x->inflight : 0);
+        double nc = (double)s->visits + (vl ? inflight : 0);
         double score;
         if (puct) {
-            double prior = psum > 0 ? (x->prior > 0 ? x->prior / psum : 0) : uniform;
-            double q = nc > 0 ? node_q_vl(t, x) : fpu;
+            double prior =
+                psum > 0 ? (t->nodes[c].prior > 0 ? t->nodes[c].prior / psum : 0) : uniform;
+            double q = nc > 0 ? node_q_vl(t, c) : fpu;
             score = q + explore * prior / (1 + nc);
         } else if (nc == 0) {
             score = INFINITY;
+        } else if (mean && !inflight) {
+            /* node_q_vl() without virtual loss in flight */
+            score = s->sum / s->visits + c_sqrt_logn * rsqrt(nc);
         } else {
-            score = node_q_vl(t, x) + c_sqrt_logn * rsqrt(nc);
+            score = node_q_vl(t, c) + c_sqrt_logn * rsqrt(nc);
         }
         if (score > best_score || best == MCTS_NONE) {
             best = c;
@@ -392,17 +516,18 @@ static void backup_path(struct mcts *t, mcts_id id, double v)
 {
     for (; id != MCTS_NONE; id = t->nodes[id].parent) {
         struct node *x = &t->nodes[id];
-        if (!x->visits || v > x->max)
+        struct node_stats *s = &t->stats[id];
+        if (!s->visits || v > x->max)
             x->max = (float)v;
-        x->visits++;
-        x->sum += v;
+        s->visits++;
+        s->sum += v;
     }
 }
 
 static void virtual_loss(struct mcts *t, mcts_id id, int delta)
 {
     for (; id != MCTS_NONE; id = t->nodes[id].parent)
-        t->nodes[id].inflight += (uint32_t)delta;
+        t->stats[id].inflight += (uint32_t)delta;
 }
 
 /* ---- iterations, work queue and the trampoline --------------------------- */
@@ -434,13 +559,16 @@ static uint32_t slot_alloc(struct mcts *t, mcts_id leaf)
     }
     t->slots[s] = (struct slot){leaf, MCTS_NONE, 0, UINT32_MAX};
     t->busy++;
-    virtual_loss(t, leaf, +1);
+    /* only selections made while others are in flight see the loss */
+    if (t->o.max_inflight > 1)
+        virtual_loss(t, leaf, +1);
     return s;
 }
 
 static void slot_release(struct mcts *t, uint32_t s)
 {
-    virtual_loss(t, t->slots[s].leaf, -1);
+    if (t->o.max_inflight > 1)
+        virtual_loss(t, t->slots[s].leaf, -1);
     t->slots[s].next_free = t->free_slot;
     t->free_slot = s;
     t->busy--;
@@ -452,6 +580,7 @@ static void queue_work(struct mcts *t, uint32_t s, mcts_id node, int kind)
 {
     struct node *x = &t->nodes[node];
     x->flags |= F_PENDING;
+    t->stats[node].inflight |= STAT_PENDING;
     if (kind == TASK_EXPAND)
         x->flags |= F_EXPANDING;
     x->slot = s;
@@ -488,7 +617,7 @@ static int start_iteration(struct mcts *t)
             if (!(x->flags & F_EVALUATED) || t->o.reevaluate_terminal)
                 break;
             /* a known value: back it up again, nothing to wait for */
-            backup_path(t, n, node_q(t, x));
+            backup_path(t, n, node_q(t, n));
             t->iterations++;
             return START_DONE;
         }
@@ -696,6 +825,7 @@ void mcts_expanded(struct mcts *t, mcts_id n, int rc)
     struct node *x = &t->nodes[n];
     uint32_t s = x->slot;
     x->flags &= (uint8_t) ~(F_PENDING | F_EXPANDING);
+    t->stats[n].inflight &= ~STAT_PENDING;
     mcts_id mark = t->slots[s].mark;
     mcts_id first_new = mark == MCTS_NONE ? x->first_child : t->nodes[mark].next_sibling;
     if (rc < 0) {
@@ -710,7 +840,7 @@ void mcts_expanded(struct mcts *t, mcts_id n, int rc)
             if (!(x->flags & F_EVALUATED) || t->o.reevaluate_terminal)
                 queue_work(t, s, n, TASK_EVALUATE);
             else
-                backup_path(t, n, node_q(t, x));
+                backup_path(t, n, node_q(t, n));
         }
     } else {
         x->flags |= F_EXPANDED;
@@ -736,6 +866,7 @@ void mcts_evaluated(struct mcts *t, mcts_id n, double value, int rc)
     struct node *x = &t->nodes[n];
     uint32_t s = x->slot;
     x->flags &= (uint8_t)~F_PENDING;
+    t->stats[n].inflight &= ~STAT_PENDING;
     if (rc < 0 || isnan(value)) {
         char *msg = rc < 0 ? xasprintf("evaluating node %u: %s", n, error_message())
                            : xasprintf("evaluating node %u: the value is not a number", n);
@@ -803,14 +934,14 @@ unsigned mcts_depth(const struct mcts *t, mcts_id n)
 
 uint32_t mcts_visits(const struct mcts *t, mcts_id n)
 {
-    return NODE_FIELD(visits, 0);
+    return n < t->n ? t->stats[n].visits : 0;
 }
 
 double mcts_mean(const struct mcts *t, mcts_id n)
 {
-    if (n >= t->n || !t->nodes[n].visits)
+    if (n >= t->n || !t->stats[n].visits)
         return 0;
-    return t->nodes[n].sum / t->nodes[n].visits;
+    return t->stats[n].sum / t->stats[n].visits;
 }
 
 double mcts_max(const struct mcts *t, mcts_id n)
@@ -947,10 +1078,10 @@ mcts_id mcts_best(const struct mcts *t)
             mcts_id best = MCTS_NONE;
             for (mcts_id c = x->first_child; c != MCTS_NONE; c = t->nodes[c].next_sibling) {
                 const struct node *y = &t->nodes[c];
-                if (!y->visits)
+                if (!t->stats[c].visits)
                     continue;
                 if (best == MCTS_NONE || y->max > t->nodes[best].max ||
-                    (y->max == t->nodes[best].max && y->visits > t->nodes[best].visits))
+                    (y->max == t->nodes[best].max && t->stats[c].visits > t->stats[best].visits))
                     best = c;
             }
             if (best == MCTS_NONE || t->nodes[best].max < x->max)
@@ -962,11 +1093,11 @@ mcts_id mcts_best(const struct mcts *t)
         const struct node *x = &t->nodes[n];
         mcts_id best = MCTS_NONE;
         for (mcts_id c = x->first_child; c != MCTS_NONE; c = t->nodes[c].next_sibling) {
-            const struct node *y = &t->nodes[c];
-            if (!y->visits)
+            if (!t->stats[c].visits)
                 continue;
-            if (best == MCTS_NONE || y->visits > t->nodes[best].visits ||
-                (y->visits == t->nodes[best].visits && mcts_mean(t, c) > mcts_mean(t, best)))
+            if (best == MCTS_NONE || t->stats[c].visits > t->stats[best].visits ||
+                (t->stats[c].visits == t->stats[best].visits &&
+                 mcts_mean(t, c) > mcts_mean(t, best)))
                 best = c;
         }
         if (best == MCTS_NONE)
@@ -977,13 +1108,14 @@ mcts_id mcts_best(const struct mcts *t)
 
 size_t mcts_node_bytes(void)
 {
-    return sizeof(struct node);
+    return sizeof(struct node) + sizeof(struct node_stats);
 }
 
 size_t mcts_memory(const struct mcts *t)
 {
-    size_t bytes = sizeof *t + t->cap * sizeof *t->nodes + t->qcap * sizeof *t->queue +
-                   t->nslots * sizeof *t->slots;
+    size_t bytes = sizeof *t +
+                   (t->cap ? t->cap + ARRAY_SHIFT : 0) * (sizeof *t->nodes + sizeof *t->stats) +
+                   t->qcap * sizeof *t->queue + t->nslots * sizeof *t->slots;
     if (t->payloads) {
         bytes += t->cap * sizeof *t->payloads;
         for (size_t i = 0; i < t->n; i++)
@@ -1109,8 +1241,8 @@ int mcts_save(const struct mcts *t, struct store *store, const char *name)
             sqlite3_bind_null(st, 3);
         else
             sqlite3_bind_int64(st, 3, x->parent);
-        sqlite3_bind_int64(st, 4, x->visits);
-        sqlite3_bind_double(st, 5, x->sum);
+        sqlite3_bind_int64(st, 4, t->stats[i].visits);
+        sqlite3_bind_double(st, 5, t->stats[i].sum);
         sqlite3_bind_double(st, 6, x->max);
         sqlite3_bind_double(st, 7, x->prior);
         sqlite3_bind_int(st, 8, x->state);
@@ -1241,8 +1373,8 @@ int mcts_load(struct mcts *t, struct store *store, const char *name)
         }
         mcts_id nid = node_add(t, root ? MCTS_NONE : (mcts_id)parent, sqlite3_column_double(st, 5));
         struct node *x = &t->nodes[nid];
-        x->visits = (uint32_t)sqlite3_column_int64(st, 2);
-        x->sum = sqlite3_column_double(st, 3);
+        t->stats[nid].visits = (uint32_t)sqlite3_column_int64(st, 2);
+        t->stats[nid].sum = sqlite3_column_double(st, 3);
         x->max = (float)sqlite3_column_double(st, 4);
         x->state = sqlite3_column_int(st, 6) == MCTS_TERMINAL ? MCTS_TERMINAL : MCTS_EXPANDABLE;
         x->flags = (uint8_t)(sqlite3_column_int(st, 7) & F_SAVED);
