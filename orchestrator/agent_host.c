@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "agent.h"
+#include "command.h"
 #include "config.h"
 #include "error.h"
 #include "llm.h"
@@ -64,4 +65,57 @@ void agent_host_close(struct agent_host *h)
     config_free(h->cfg);
     free(h->workspace);
     memset(h, 0, sizeof *h);
+}
+
+struct host_run {
+    struct agent_host *h;
+    agent_done_cb cb;
+    void *ud;
+    struct agent_task *task;
+    bool finished, interrupted;
+};
+
+static void host_run_done(struct agent_task *task, const struct agent_result *res, void *ud)
+{
+    struct host_run *run = ud;
+    run->task = NULL;
+    run->finished = true;
+    run->cb(task, res, run->ud);
+    loop_stop(run->h->loop);
+}
+
+static void host_run_interrupt(struct loop *loop, int signo, int count, void *ud)
+{
+    struct host_run *run = ud;
+    (void)signo;
+    (void)count;
+    if (run->finished)
+        return;
+    agent_cancel(run->task);
+    run->task = NULL;
+    run->interrupted = true;
+    loop_stop(loop);
+}
+
+int agent_host_run(struct agent_host *h, const char *name, const cJSON *input,
+                   const struct agent_call_options *o, agent_done_cb cb, void *ud)
+{
+    struct host_run run = {.h = h, .cb = cb, .ud = ud};
+    int rc = agent_start(h->rt, name, input, o, host_run_done, &run, &run.task);
+    if (rc == 0 && (rc = loop_on_shutdown(h->loop, host_run_interrupt, &run)) == 0) {
+        rc = loop_run(h->loop);
+        loop_on_shutdown(h->loop, NULL, NULL); /* run is about to go */
+    }
+    if (rc < 0) {
+        if (run.task)
+            agent_cancel(run.task);
+        return rc;
+    }
+    if (run.interrupted)
+        return EXIT_INTERRUPTED;
+    if (!run.finished) {
+        agent_cancel(run.task);
+        return error_set("agent '%s' did not finish", name);
+    }
+    return 0;
 }

@@ -31,8 +31,7 @@
 #include "memory.h"
 #include "workspace.h"
 
-#define EXIT_INTERRUPTED 130
-#define MAX_STDIN_INPUT  ((size_t)16 << 20)
+#define MAX_STDIN_INPUT ((size_t)16 << 20)
 
 static const struct cli_option agent_options[] = {
     {"input", 'i', "JSON", "run: the agent's input, a JSON object ('-' reads it from stdin)"},
@@ -47,8 +46,6 @@ static const struct cli_option agent_options[] = {
 
 struct context {
     struct agent_host h;
-    struct agent_task *task;
-    bool interrupted, finished;
     int rc;
 };
 
@@ -131,25 +128,10 @@ cleanup:
 
 /* ---- run ------------------------------------------------------------------- */
 
-static void on_interrupt(struct loop *loop, int signo, int count, void *ud)
-{
-    struct context *c = ud;
-    (void)signo;
-    (void)count;
-    if (c->finished)
-        return;
-    agent_cancel(c->task);
-    c->task = NULL;
-    c->interrupted = true;
-    loop_stop(loop);
-}
-
 static void on_done(struct agent_task *task, const struct agent_result *res, void *ud)
 {
     struct context *c = ud;
     (void)task;
-    c->task = NULL;
-    c->finished = true;
     c->rc = res->rc;
     if (res->rc == 0) {
         char *s = agent_json_print(res->output, true);
@@ -165,7 +147,6 @@ static void on_done(struct agent_task *task, const struct agent_result *res, voi
         else if (res->traceback)
             log_error("%s", res->traceback);
     }
-    loop_stop(c->h.loop);
 }
 
 static int read_input(const char *arg, cJSON **out)
@@ -213,18 +194,11 @@ static int run_agent(const struct cli_option *o, struct cli_args *args)
     rc = context_open(&c, cli_value(o, args, "strategy"));
     struct agent_call_options co = {cli_value(o, args, "run"), cli_value(o, args, "node")};
     if (rc == 0)
-        rc = agent_start(c.h.rt, args->positional[1], input, &co, on_done, &c, &c.task);
-    if (rc == 0 && (rc = loop_on_shutdown(c.h.loop, on_interrupt, &c)) == 0 &&
-        (rc = loop_run(c.h.loop)) == 0) {
-        if (c.interrupted) {
-            log_error("interrupted: the agent was cancelled");
-            rc = EXIT_INTERRUPTED;
-        } else if (!c.finished) {
-            rc = error_set("the agent did not finish");
-        } else {
-            rc = c.rc < 0 ? 1 : 0; /* the error is printed already */
-        }
-    }
+        rc = agent_host_run(&c.h, args->positional[1], input, &co, on_done, &c);
+    if (rc == EXIT_INTERRUPTED)
+        log_error("interrupted: the agent was cancelled");
+    else if (rc == 0)
+        rc = c.rc < 0 ? 1 : 0; /* the error is printed already */
     cJSON_Delete(input);
     context_close(&c);
     return rc;

@@ -33,10 +33,9 @@
 #include "memory.h"
 #include "workspace.h"
 
-#define EXIT_SKIPPED     3
-#define EXIT_INTERRUPTED 130
-#define DEFAULT_LIMIT    25
-#define MAX_LIMIT        10000
+#define EXIT_SKIPPED  3
+#define DEFAULT_LIMIT 25
+#define MAX_LIMIT     10000
 
 static const struct cli_option ingest_options[] = {
     {"openalex", 0, "QUERY", "search OpenAlex and ingest the works found"},

@@ -28,7 +28,6 @@
 #include "loop.h"
 #include "workspace.h"
 
-#define EXIT_INTERRUPTED 130
 #define MAX_STDIN_PROMPT ((size_t)16 << 20)
 
 /* ---- what the commands share ------------------------------------------ */

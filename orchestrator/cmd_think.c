@@ -36,8 +36,7 @@
 #include "memory.h"
 #include "workspace.h"
 
-#define EXIT_INTERRUPTED 130
-#define MAX_PROBLEM      ((size_t)4 << 20)
+#define MAX_PROBLEM ((size_t)4 << 20)
 
 /* The agent that runs the search. input: question, settings (from the
  * config), flags (given on the command line), problem / problem_name (a
@@ -239,8 +238,6 @@ static const struct cli_option think_options[] = {
 
 struct context {
     struct agent_host h;
-    struct agent_task *task;
-    bool interrupted, finished;
     int rc;
     char *error, *traceback;
     cJSON *output;
@@ -259,31 +256,15 @@ static void context_close(struct context *c)
     cJSON_Delete(c->output);
 }
 
-static void on_interrupt(struct loop *loop, int signo, int count, void *ud)
-{
-    struct context *c = ud;
-    (void)signo;
-    (void)count;
-    if (c->finished)
-        return;
-    agent_cancel(c->task);
-    c->task = NULL;
-    c->interrupted = true;
-    loop_stop(loop);
-}
-
 static void on_done(struct agent_task *task, const struct agent_result *res, void *ud)
 {
     struct context *c = ud;
     (void)task;
-    c->task = NULL;
-    c->finished = true;
     c->rc = res->rc;
     if (res->rc == 0)
         c->output = cJSON_Duplicate(res->output, 1);
     c->error = res->error ? xstrdup(res->error) : NULL;
     c->traceback = res->traceback ? xstrdup(res->traceback) : NULL;
-    loop_stop(c->h.loop);
 }
 
 /* The settings from the think.* keys. */
@@ -459,14 +440,10 @@ static int cmd_think(const struct command *cmd, struct cli_args *args)
     cJSON_AddItemToObject(input, "settings", settings_json(c.h.cfg));
     cJSON_AddBoolToObject(input, "trace", trace);
     if ((rc = agent_define(c.h.rt, "think", DRIVER, "think")) < 0 ||
-        (rc = agent_start(c.h.rt, "think", input, NULL, on_done, &c, &c.task)) < 0 ||
-        (rc = loop_on_shutdown(c.h.loop, on_interrupt, &c)) < 0 || (rc = loop_run(c.h.loop)) < 0)
+        (rc = agent_host_run(&c.h, "think", input, NULL, on_done, &c)) < 0)
         goto cleanup;
-    if (c.interrupted) {
+    if (rc == EXIT_INTERRUPTED) {
         log_error("interrupted: the search was cancelled");
-        rc = EXIT_INTERRUPTED;
-    } else if (!c.finished) {
-        rc = error_set("the search did not finish");
     } else if (c.rc < 0) {
         log_error("%s", c.error ? c.error : "the search failed");
         if (c.traceback)

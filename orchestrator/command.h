@@ -12,6 +12,8 @@
 #include "cli.h"
 
 #define EXIT_USAGE 2
+/* A command stopped by SIGINT or SIGTERM (128 + SIGINT, as shells report). */
+#define EXIT_INTERRUPTED 130
 
 struct command {
     const char *name;

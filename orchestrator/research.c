@@ -41,6 +41,7 @@
 #include "agent.h"
 #include "alloc.h"
 #include "buf.h"
+#include "command.h"
 #include "config.h"
 #include "error.h"
 #include "fsutil.h"
@@ -55,9 +56,8 @@
 #include "sandbox.h"
 #include "workspace.h"
 
-#define EXIT_INTERRUPTED 130
-#define OUTPUT_TAIL      3000 /* bytes of each stream kept in the store and notes */
-#define RETRIEVE_K       6
+#define OUTPUT_TAIL 3000 /* bytes of each stream kept in the store and notes */
+#define RETRIEVE_K  6
 
 enum live_kind { LIVE_EXPAND, LIVE_EVALUATE };
 

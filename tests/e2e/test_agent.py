@@ -7,9 +7,11 @@ starting files of `agent new`."""
 import json
 import os
 import re
+import signal
+import subprocess
 
 from fake_llm import FakeLLM
-from harness import Case
+from harness import BIN, Case
 
 
 class AgentCase(Case):
@@ -158,6 +160,28 @@ class AgentRunTest(AgentCase):
         r = self.run_agent("spin")
         self.assertEqual(r.returncode, 1)
         self.assertIn("ran more than 1000000 instructions without waiting", r.stderr)
+
+    def test_ctrl_c_cancels_a_waiting_agent(self):
+        # the agent says it started, then waits far longer than the test
+        self.write("agents/nap.lua",
+                   "local thalamus = require('thalamus')\n"
+                   "return { name = 'nap', role = 'tool', run = function()\n"
+                   "  thalamus.log.warn('napping')\n"
+                   "  thalamus.sleep(600)\n"
+                   "  return { woke = true }\n"
+                   "end }\n")
+        proc = subprocess.Popen([BIN, "agent", "run", "nap"], cwd=self.ws, env=self.env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        seen = ""
+        while "napping" not in seen:
+            line = proc.stderr.readline()
+            self.assertTrue(line, "the agent never started: " + seen)
+            seen += line
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+        self.assertEqual(proc.returncode, 130, err)
+        self.assertIn("interrupted: the agent was cancelled", err)
+        self.assertNotIn("woke", out)
 
     def test_llm_strategy_against_the_fake_server(self):
         fake = FakeLLM()
