@@ -421,33 +421,44 @@ static int print_line(const git_diff_delta *delta, const git_diff_hunk *hunk,
     return 0;
 }
 
+/* The patch from tree a to tree b (opts may be NULL) as text in *out. */
+static int diff_text(struct ledger *l, git_tree *a, git_tree *b, const git_diff_options *opts,
+                     char **out)
+{
+    git_diff *diff = NULL;
+    struct buf text;
+    buf_init(&text, 4 << 20);
+    int rc = 0;
+    if (git_diff_tree_to_tree(&diff, l->repo, a, b, opts) < 0 ||
+        git_diff_print(diff, GIT_DIFF_FORMAT_PATCH, print_line, &text) < 0)
+        rc = git_fail("cannot compute the diff");
+    else
+        *out = text.data ? buf_detach(&text, NULL) : xstrdup("");
+    buf_free(&text);
+    git_diff_free(diff);
+    return rc;
+}
+
 int ledger_diff(struct ledger *l, const char *a, const char *b, char **out)
 {
     git_commit *ca = NULL, *cb = NULL;
     git_tree *ta = NULL, *tb = NULL;
-    git_diff *diff = NULL;
-    struct buf text;
-    buf_init(&text, 4 << 20);
     int rc = lookup_commit(l, a, &ca);
     if (rc == 0)
         rc = lookup_commit(l, b, &cb);
     if (rc < 0)
         goto cleanup;
+    if (git_commit_tree(&ta, ca) < 0 || git_commit_tree(&tb, cb) < 0) {
+        rc = git_fail("cannot read a commit's tree");
+        goto cleanup;
+    }
     git_diff_options opts;
     git_diff_options_init(&opts, GIT_DIFF_OPTIONS_VERSION);
     char *paths[1] = {LEDGER_EXPERIMENT};
     opts.pathspec.strings = paths;
     opts.pathspec.count = 1;
-    if (git_commit_tree(&ta, ca) < 0 || git_commit_tree(&tb, cb) < 0 ||
-        git_diff_tree_to_tree(&diff, l->repo, ta, tb, &opts) < 0 ||
-        git_diff_print(diff, GIT_DIFF_FORMAT_PATCH, print_line, &text) < 0) {
-        rc = git_fail("cannot compute the diff");
-        goto cleanup;
-    }
-    *out = text.data ? buf_detach(&text, NULL) : xstrdup("");
+    rc = diff_text(l, ta, tb, &opts, out);
 cleanup:
-    buf_free(&text);
-    git_diff_free(diff);
     git_tree_free(ta);
     git_tree_free(tb);
     git_commit_free(ca);
@@ -458,26 +469,14 @@ cleanup:
 int ledger_diff_tree(struct ledger *l, const char *parent, const char *tree, char **out)
 {
     git_tree *pt = NULL, *nt = NULL;
-    git_diff *diff = NULL;
     git_oid oid;
-    struct buf text;
-    buf_init(&text, 4 << 20);
     int rc = experiment_tree(l, parent, &pt);
     if (rc < 0)
-        goto cleanup;
-    if (git_oid_fromstr(&oid, tree) < 0 || git_tree_lookup(&nt, l->repo, &oid) < 0) {
+        return rc;
+    if (git_oid_fromstr(&oid, tree) < 0 || git_tree_lookup(&nt, l->repo, &oid) < 0)
         rc = error_setc(TH_ENOTFOUND, "tree '%.12s' is not in the repository", tree);
-        goto cleanup;
-    }
-    if (git_diff_tree_to_tree(&diff, l->repo, pt, nt, NULL) < 0 ||
-        git_diff_print(diff, GIT_DIFF_FORMAT_PATCH, print_line, &text) < 0) {
-        rc = git_fail("cannot compute the diff");
-        goto cleanup;
-    }
-    *out = text.data ? buf_detach(&text, NULL) : xstrdup("");
-cleanup:
-    buf_free(&text);
-    git_diff_free(diff);
+    else
+        rc = diff_text(l, pt, nt, NULL, out);
     git_tree_free(pt);
     git_tree_free(nt);
     return rc;
