@@ -9,9 +9,12 @@
  * written to a temporary file beside its target and synced; only when all
  * are written are they renamed into place, and the originals are kept as
  * hard links until every rename has succeeded, so that a failure half-way
- * puts every file back. A failure names the edit and says why, so the coder
- * can be asked again with the reason. Depends on confine, buf, alloc, error
- * and cJSON.
+ * puts every file back. Files in a run's work directory (.thalamus/runs/)
+ * are not synced: resume rebuilds those directories from git, so a crash
+ * loses nothing there, and the sync would cost most of the loop's own time
+ * per experiment. A failure names the edit and says why, so the coder can
+ * be asked again with the reason. Depends on confine, workspace (the state
+ * directory's name), buf, alloc, error and cJSON.
  */
 #include "agent_internal.h"
 
@@ -27,6 +30,7 @@
 #include "buf.h"
 #include "confine.h"
 #include "error.h"
+#include "workspace.h"
 
 #define MAX_FILES 256
 
@@ -202,8 +206,25 @@ static int write_all(int fd, const char *data, size_t len)
     return 0;
 }
 
-/* Writes the temporary file of t. */
-static int stage(int dirfd, struct target *t, unsigned seq)
+/* Whether dir (relative to the workspace) is in a run's work directory,
+ * .thalamus/runs/..., which resume rebuilds from git. */
+static bool in_run_dir(const char *dir)
+{
+    static const char *const parts[] = {WORKSPACE_STATE_DIR, "runs"};
+    const char *p = dir;
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
+        while (*p == '/' || (p[0] == '.' && p[1] == '/'))
+            p += *p == '/' ? 1 : 2;
+        size_t len = strlen(parts[i]);
+        if (strncmp(p, parts[i], len) || (p[len] != '/' && p[len] != '\0'))
+            return false;
+        p += len;
+    }
+    return true;
+}
+
+/* Writes the temporary file of t, synced when durable. */
+static int stage(int dirfd, struct target *t, unsigned seq, bool durable)
 {
     char *dir;
     confine_split(t->path, &dir, &t->base);
@@ -224,7 +245,8 @@ static int stage(int dirfd, struct target *t, unsigned seq)
             return error_set("cannot write '%s': %s", t->path, strerror(errno));
         }
         if (fchmod(fd, t->mode) < 0 ||
-            write_all(fd, t->text.data ? t->text.data : "", t->text.len) < 0 || fsync(fd) < 0) {
+            write_all(fd, t->text.data ? t->text.data : "", t->text.len) < 0 ||
+            (durable && fsync(fd) < 0)) {
             int err = errno;
             close(fd);
             return error_set("cannot write '%s': %s", t->path, strerror(err));
@@ -261,8 +283,9 @@ int agent_edits_apply(int ws_fd, const char *dir, const cJSON *edits, cJSON **ap
     struct target *list = NULL;
     size_t n = 0;
     rc = plan(dirfd, edits, &list, &n);
+    bool durable = !in_run_dir(dir);
     for (size_t i = 0; rc == 0 && i < n; i++)
-        rc = stage(dirfd, &list[i], (unsigned)i);
+        rc = stage(dirfd, &list[i], (unsigned)i, durable);
     size_t done = 0;
     for (; rc == 0 && done < n; done++) {
         struct target *t = &list[done];

@@ -22,6 +22,7 @@
 
 struct ledger {
     git_repository *repo;
+    git_odb *odb;
     char *workspace;
 };
 
@@ -41,8 +42,16 @@ int ledger_open(struct ledger **out, const char *workspace)
                          "so run 'git init' there or create the workspace with 'thalamus init'",
                          workspace);
     }
+    git_odb *odb = NULL;
+    if (git_repository_odb(&odb, repo) < 0) {
+        int rc = git_fail("cannot open the repository's object database");
+        git_repository_free(repo);
+        git_libgit2_shutdown();
+        return rc;
+    }
     struct ledger *l = xcalloc(1, sizeof *l);
     l->repo = repo;
+    l->odb = odb;
     l->workspace = xstrdup(workspace);
     *out = l;
     return 0;
@@ -52,6 +61,7 @@ void ledger_free(struct ledger *l)
 {
     if (!l)
         return;
+    git_odb_free(l->odb);
     git_repository_free(l->repo);
     free(l->workspace);
     free(l);
@@ -144,9 +154,11 @@ static int remove_tree(const char *path)
     return 0;
 }
 
-static int write_file(const char *path, const void *data, size_t len, mode_t mode)
+/* Creates the file name in dirfd (path names it in messages) holding data. */
+static int write_file(int dirfd, const char *name, const char *path, const void *data, size_t len,
+                      mode_t mode)
 {
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
+    int fd = openat(dirfd, name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
     if (fd < 0)
         return error_set("cannot create '%s': %s", path, strerror(errno));
     int rc = 0;
@@ -157,22 +169,30 @@ static int write_file(const char *path, const void *data, size_t len, mode_t mod
     return rc;
 }
 
-static int write_tree_to(struct ledger *l, git_tree *tree, const char *dir)
+/* Writes tree into the directory dirfd (named dir in messages). */
+static int write_tree_to(struct ledger *l, git_tree *tree, int dirfd, const char *dir)
 {
-    if (mkdir(dir, 0755) < 0 && errno != EEXIST)
-        return error_set("cannot create '%s': %s", dir, strerror(errno));
     int rc = 0;
     size_t n = git_tree_entrycount(tree);
     for (size_t i = 0; i < n && rc == 0; i++) {
         const git_tree_entry *e = git_tree_entry_byindex(tree, i);
-        char *path = fs_join(dir, git_tree_entry_name(e));
+        const char *name = git_tree_entry_name(e);
+        char *path = fs_join(dir, name);
         git_filemode_t mode = git_tree_entry_filemode(e);
         if (mode == GIT_FILEMODE_TREE) {
             git_tree *sub = NULL;
+            int fd = -1;
             if (git_tree_lookup(&sub, l->repo, git_tree_entry_id(e)) < 0)
                 rc = git_fail("cannot read a tree");
+            else if (mkdirat(dirfd, name, 0755) < 0 && errno != EEXIST)
+                rc = error_set("cannot create '%s': %s", path, strerror(errno));
+            else if ((fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) <
+                     0)
+                rc = error_set("cannot open '%s': %s", path, strerror(errno));
             else
-                rc = write_tree_to(l, sub, path);
+                rc = write_tree_to(l, sub, fd, path);
+            if (fd >= 0)
+                close(fd);
             git_tree_free(sub);
         } else if (mode == GIT_FILEMODE_BLOB || mode == GIT_FILEMODE_BLOB_EXECUTABLE ||
                    mode == GIT_FILEMODE_LINK) {
@@ -181,11 +201,12 @@ static int write_tree_to(struct ledger *l, git_tree *tree, const char *dir)
                 rc = git_fail("cannot read a file from git");
             } else if (mode == GIT_FILEMODE_LINK) {
                 char *target = xstrndup(git_blob_rawcontent(blob), (size_t)git_blob_rawsize(blob));
-                if (symlink(target, path) < 0)
+                if (symlinkat(target, dirfd, name) < 0)
                     rc = error_set("cannot create the link '%s': %s", path, strerror(errno));
                 free(target);
             } else {
-                rc = write_file(path, git_blob_rawcontent(blob), (size_t)git_blob_rawsize(blob),
+                rc = write_file(dirfd, name, path, git_blob_rawcontent(blob),
+                                (size_t)git_blob_rawsize(blob),
                                 mode == GIT_FILEMODE_BLOB_EXECUTABLE ? 0755 : 0644);
             }
             git_blob_free(blob);
@@ -195,21 +216,43 @@ static int write_tree_to(struct ledger *l, git_tree *tree, const char *dir)
     return rc;
 }
 
-int ledger_materialise(struct ledger *l, const char *commit, const char *dir)
+/* Creates dir, and its parents when they are missing. */
+static int make_dir(const char *dir)
 {
-    git_tree *tree = NULL;
-    int rc = experiment_tree(l, commit, &tree);
-    if (rc == 0 && (rc = remove_tree(dir)) == 0) {
+    if (mkdir(dir, 0755) == 0 || errno == EEXIST)
+        return 0;
+    if (errno == ENOENT) { /* the first experiment of a run: create the run's directory */
         char *parent = xstrdup(dir);
         char *slash = strrchr(parent, '/');
+        int rc = 0;
         if (slash && slash != parent) {
             *slash = '\0';
             rc = fs_mkdir_p(parent, 0755);
         }
         free(parent);
-        if (rc == 0)
-            rc = write_tree_to(l, tree, dir);
+        if (rc < 0)
+            return rc;
+        if (mkdir(dir, 0755) == 0 || errno == EEXIST)
+            return 0;
     }
+    return error_set("cannot create '%s': %s", dir, strerror(errno));
+}
+
+int ledger_materialise(struct ledger *l, const char *commit, const char *dir)
+{
+    git_tree *tree = NULL;
+    int fd = -1;
+    int rc = experiment_tree(l, commit, &tree);
+    if (rc == 0)
+        rc = remove_tree(dir);
+    if (rc == 0)
+        rc = make_dir(dir);
+    if (rc == 0 && (fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0)
+        rc = error_set("cannot open '%s': %s", dir, strerror(errno));
+    if (rc == 0)
+        rc = write_tree_to(l, tree, fd, dir);
+    if (fd >= 0)
+        close(fd);
     git_tree_free(tree);
     return rc;
 }
@@ -222,49 +265,86 @@ static bool skipped(const char *name)
            !strcmp(name, "__pycache__") || !strcmp(name, "results.json");
 }
 
-/* Writes dir as a tree; *empty says whether it had no entry. */
-static int build_tree(struct ledger *l, const char *dir, git_oid *out, bool *empty)
+/* Files up to this size are read into memory and stored from there; a
+ * larger one is streamed by libgit2 from its path. */
+#define BLOB_IN_MEMORY ((size_t)32 << 20)
+
+/* Stores the regular file name of the directory dirfd (path names it in
+ * messages) as a blob. Written from memory, an object already in the
+ * database is found by its hash and not written again (a stream would
+ * write a temporary file first), and no filter of .gitattributes applies:
+ * the blob holds the file's bytes, as ledger_materialise writes them back. */
+static int store_file(struct ledger *l, int dirfd, const char *name, const char *path,
+                      const struct stat *st, git_oid *out)
+{
+    if ((size_t)st->st_size > BLOB_IN_MEMORY) {
+        if (git_blob_create_from_disk(out, l->repo, path) < 0)
+            return git_fail("cannot store a file in git");
+        return 0;
+    }
+    int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return error_set("cannot open '%s': %s", path, strerror(errno));
+    struct buf b;
+    buf_init(&b, BLOB_IN_MEMORY);
+    int rc = buf_read_fd(&b, fd, path);
+    close(fd);
+    if (rc == 0 && git_odb_write(out, l->odb, b.data ? b.data : "", b.len, GIT_OBJECT_BLOB) < 0)
+        rc = git_fail("cannot store a file in git");
+    buf_free(&b);
+    return rc;
+}
+
+/* Writes the directory dirfd (named path in messages; the fd is consumed)
+ * as a tree; *empty says whether it had no entry. */
+static int build_tree(struct ledger *l, int dirfd, const char *path, git_oid *out, bool *empty)
 {
     git_treebuilder *tb = NULL;
     DIR *d = NULL;
     int rc = 0;
-    if (git_treebuilder_new(&tb, l->repo, NULL) < 0)
+    if (git_treebuilder_new(&tb, l->repo, NULL) < 0) {
+        close(dirfd);
         return git_fail("cannot build a tree");
-    if (!(d = opendir(dir))) {
-        rc = error_set("cannot open '%s': %s", dir, strerror(errno));
+    }
+    if (!(d = fdopendir(dirfd))) {
+        rc = error_set("cannot open '%s': %s", path, strerror(errno));
+        close(dirfd);
         goto cleanup;
     }
     struct dirent *e;
     while (rc == 0 && (e = readdir(d))) {
         if (skipped(e->d_name))
             continue;
-        char *path = fs_join(dir, e->d_name);
+        char *sub = fs_join(path, e->d_name);
         struct stat st;
         git_oid oid;
         git_filemode_t mode = 0;
-        if (lstat(path, &st) < 0) {
-            rc = error_set("cannot read '%s': %s", path, strerror(errno));
+        if (fstatat(dirfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+            rc = error_set("cannot read '%s': %s", sub, strerror(errno));
         } else if (S_ISDIR(st.st_mode)) {
             bool sub_empty;
-            rc = build_tree(l, path, &oid, &sub_empty);
+            int fd = openat(dirfd, e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            if (fd < 0)
+                rc = error_set("cannot open '%s': %s", sub, strerror(errno));
+            else
+                rc = build_tree(l, fd, sub, &oid, &sub_empty);
             if (rc == 0 && !sub_empty)
                 mode = GIT_FILEMODE_TREE;
         } else if (S_ISREG(st.st_mode)) {
-            if (git_blob_create_from_disk(&oid, l->repo, path) < 0)
-                rc = git_fail("cannot store a file in git");
+            rc = store_file(l, dirfd, e->d_name, sub, &st, &oid);
             mode = (st.st_mode & 0111) ? GIT_FILEMODE_BLOB_EXECUTABLE : GIT_FILEMODE_BLOB;
         } else if (S_ISLNK(st.st_mode)) {
             char target[4096];
-            ssize_t n = readlink(path, target, sizeof target);
+            ssize_t n = readlinkat(dirfd, e->d_name, target, sizeof target);
             if (n < 0 || (size_t)n >= sizeof target)
-                rc = error_set("cannot read the link '%s'", path);
-            else if (git_blob_create_from_buffer(&oid, l->repo, target, (size_t)n) < 0)
+                rc = error_set("cannot read the link '%s'", sub);
+            else if (git_odb_write(&oid, l->odb, target, (size_t)n, GIT_OBJECT_BLOB) < 0)
                 rc = git_fail("cannot store a link in git");
             mode = GIT_FILEMODE_LINK;
         } /* sockets, fifos and devices are not experiment files */
         if (rc == 0 && mode && git_treebuilder_insert(NULL, tb, e->d_name, &oid, mode) < 0)
             rc = git_fail("cannot add an entry to a tree");
-        free(path);
+        free(sub);
     }
     if (rc == 0) {
         *empty = git_treebuilder_entrycount(tb) == 0;
@@ -282,7 +362,10 @@ int ledger_write_tree(struct ledger *l, const char *dir, char out[LEDGER_HEX_SIZ
 {
     git_oid oid;
     bool empty;
-    int rc = build_tree(l, dir, &oid, &empty);
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return error_set("cannot open '%s': %s", dir, strerror(errno));
+    int rc = build_tree(l, fd, dir, &oid, &empty);
     if (rc == 0)
         git_oid_tostr(out, LEDGER_HEX_SIZE, &oid);
     return rc;

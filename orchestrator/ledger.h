@@ -45,8 +45,10 @@ bool ledger_has_experiment(struct ledger *l, const char *commit);
 int ledger_materialise(struct ledger *l, const char *commit, const char *dir);
 
 /* Writes the files under dir into the object database as a tree (skipping
- * results.json, __pycache__ and .git) and sets out to its id. An empty
- * directory gives the empty tree. */
+ * results.json, __pycache__ and .git) and sets out to its id. Files are
+ * stored byte for byte (no line-ending or .gitattributes filter), and one
+ * already in the database is not written again. An empty directory gives
+ * the empty tree. */
 int ledger_write_tree(struct ledger *l, const char *dir, char out[LEDGER_HEX_SIZE]);
 
 struct ledger_commit {

@@ -12,11 +12,12 @@
  * copied into /work through the fd (sandbox_workdir.c), and the job (argv,
  * environment, rlimits) is sent; the spawn returns once the child reports
  * the program's process started. sandbox_spawn() normally does both at
- * once; with spec->prepare_next, a sandbox of the same shape is prepared
- * after the run ends, so that the next spawn only claims it (the set-up
- * then happens while nothing else waits). From the start on everything is
- * asynchronous on the loop: the output pipes feed head-and-tail captures
- * (and the live output callback), the socket brings the program's final
+ * once; with spec->prepare_next, a sandbox of the same shape is started
+ * after the run ends, so that the next spawn only claims it (its child
+ * builds its root while thalamus goes on, and the claim collects its
+ * report). From the start on everything is asynchronous on the loop: the
+ * output pipes feed head-and-tail captures (and the live output
+ * callback), the socket brings the program's final
  * status and CPU time from the sandbox's init, timers enforce the wall clock
  * (SIGTERM to init, which relays it to every process, then SIGKILL after
  * the grace period: the pid namespace dies with its init) and the CPU time,
@@ -278,6 +279,8 @@ static void close_fd(int *fd)
 /* A sandbox whose child waits for its job. */
 struct prepared {
     pid_t pid;
+    bool ready;            /* its MSG_READY was received */
+    struct timespec start; /* of the set-up */
     int sock, out_fd, err_fd, workfd;
     struct sandbox_ids ids;
     struct sandbox_cgroup *cg;
@@ -365,20 +368,20 @@ static pid_t clone_child(long flags, int cgfd, bool *in_cgroup)
     return (pid_t)syscall(SYS_clone, flags, 0, 0, 0, 0);
 }
 
-/* Creates a sandbox of spec's shape, up to where it waits for its job. */
-static int prepare(const struct sandbox_spec *spec, struct prepared **out)
+/* Starts creating a sandbox of spec's shape: the child is cloned and told
+ * to go on, and builds its root while the caller does something else;
+ * prepare_finish() waits until it is ready for its job. */
+static int prepare_start(const struct sandbox_spec *spec, struct prepared **out)
 {
     struct sandbox_plan plan;
     bool have_plan = false;
     int sv[2] = {-1, -1}, outp[2] = {-1, -1}, errp[2] = {-1, -1};
-    struct timespec start;
-    struct sandbox_msg m;
     int rc = 0;
     struct prepared *pr = xcalloc(1, sizeof *pr);
     pr->sock = pr->out_fd = pr->err_fd = pr->workfd = -1;
     pr->ids.slot = -1;
     pr->memory_mb = pr->pids = -1;
-    clock_gettime(CLOCK_MONOTONIC, &start);
+    clock_gettime(CLOCK_MONOTONIC, &pr->start);
     *out = NULL;
 
     if (spec->isolation == SANDBOX_ISOLATION_FULL) {
@@ -448,13 +451,7 @@ static int prepare(const struct sandbox_spec *spec, struct prepared **out)
         rc = error_set("cannot set up the sandbox: its first process ended during the set-up");
         goto fail;
     }
-    if ((rc = await_msg(pr->sock, MSG_READY, &m, &pr->workfd, &start)) < 0)
-        goto fail;
-    if (spec->isolation == SANDBOX_ISOLATION_FULL && pr->workfd < 0) {
-        rc = error_set("cannot set up the sandbox: no /work received");
-        goto fail;
-    }
-    sandbox_plan_free(&plan);
+    sandbox_plan_free(&plan); /* the child has its own copy */
     *out = pr;
     return 0;
 fail:
@@ -466,6 +463,31 @@ fail:
     if (have_plan)
         sandbox_plan_free(&plan);
     prepared_free(pr);
+    return rc;
+}
+
+/* Waits until the child of pr reports its root is built (with an fd of
+ * /work when full); on failure pr is freed. */
+static int prepare_finish(struct prepared *pr, bool full)
+{
+    struct sandbox_msg m;
+    int rc = await_msg(pr->sock, MSG_READY, &m, &pr->workfd, &pr->start);
+    if (rc == 0 && full && pr->workfd < 0)
+        rc = error_set("cannot set up the sandbox: no /work received");
+    if (rc < 0) {
+        prepared_free(pr);
+        return rc;
+    }
+    pr->ready = true;
+    return 0;
+}
+
+/* Creates a sandbox of spec's shape, up to where it waits for its job. */
+static int prepare(const struct sandbox_spec *spec, struct prepared **out)
+{
+    int rc = prepare_start(spec, out);
+    if (rc == 0 && (rc = prepare_finish(*out, spec->isolation == SANDBOX_ISOLATION_FULL)) < 0)
+        *out = NULL;
     return rc;
 }
 
@@ -488,11 +510,21 @@ static struct prepared *pool_take(const struct sandbox_spec *spec)
         prepared_free(found);
         found = NULL;
     }
+    if (found && !found->ready) {
+        /* usually ready long ago: its message waits in the socket */
+        clock_gettime(CLOCK_MONOTONIC, &found->start);
+        if (prepare_finish(found, true) < 0) {
+            log_debug("a prepared sandbox failed: %s", error_message());
+            error_clear();
+            found = NULL;
+        }
+    }
     return found;
 }
 
-/* Prepares a sandbox of spec's shape (with spec's cgroup limits, likely
- * those of the next run) unless one is ready. */
+/* Starts preparing a sandbox of spec's shape (with spec's cgroup limits,
+ * likely those of the next run) unless one is in the pool. Its child builds
+ * its root while thalamus goes on; pool_take() collects its report. */
 static void pool_fill(const struct sandbox_spec *spec)
 {
     if (npool == MAX_PREPARED)
@@ -505,7 +537,7 @@ static void pool_fill(const struct sandbox_spec *spec)
     struct prepared *pr;
     if (have)
         return;
-    if (prepare(spec, &pr) < 0) {
+    if (prepare_start(spec, &pr) < 0) {
         log_debug("cannot prepare the next sandbox: %s", error_message());
         error_clear();
         return;

@@ -5,7 +5,8 @@
  * that cancelling and the wall-clock limit stop a program that ignores
  * SIGTERM, that output streams to the callback while the record keeps head
  * and tail, that a prepared sandbox (prepare_next) runs the next program
- * with its work directory, that the synchronous wrapper works, and that no
+ * with its work directory (and one that died while it waited is replaced),
+ * that the synchronous wrapper works, and that no
  * process of a finished sandbox and no child of this process and no fd is
  * left behind. Depends on loop, sandbox and the check.h harness.
  */
@@ -43,6 +44,21 @@ static void base_spec(struct sandbox_spec *spec, char **argv)
     spec->limits.timeout_ms = 60000;
     spec->limits.memory_mb = 256;
     spec->limits.disk_mb = 16;
+}
+
+/* The children of this (single-threaded) process, at most max of them. */
+static int children_of_self(pid_t *out, int max)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/task/%ld/children", (long)getpid());
+    FILE *f = fopen(path, "r");
+    int n = 0;
+    long pid;
+    while (f && n < max && fscanf(f, "%ld", &pid) == 1)
+        out[n++] = (pid_t)pid;
+    if (f)
+        fclose(f);
+    return n;
 }
 
 /* Pids of the processes whose real uid is uid. */
@@ -301,6 +317,33 @@ static void test_prepared_sandbox(void)
     CHECK(r->prepared);
     CHECK_EQ_STR(r->out.text, "one\n");
     CHECK(r->results && cJSON_GetObjectItem(r->results, "x"));
+    sandbox_result_free(r);
+
+    /* a prepared sandbox that died while it waited is set aside: the next
+     * spawn sets one up */
+    r = NULL;
+    spec.prepare_next = true;
+    REQUIRE(sandbox_spawn(loop, &spec, store_result, &r, NULL) == 0);
+    CHECK(loop_run(loop) == 0);
+    REQUIRE(r);
+    CHECK(!r->prepared);
+    sandbox_result_free(r);
+    r = NULL;
+    pid_t waiting[8];
+    int nwaiting = children_of_self(waiting, 8);
+    CHECK_EQ_INT(nwaiting, 1);
+    for (int i = 0; i < nwaiting; i++) {
+        siginfo_t si;
+        kill(waiting[i], SIGKILL);
+        waitid(P_PID, (id_t)waiting[i], &si, WEXITED | WNOWAIT); /* dead, not reaped */
+    }
+    spec.prepare_next = false;
+    REQUIRE(sandbox_spawn(loop, &spec, store_result, &r, NULL) == 0);
+    CHECK(loop_run(loop) == 0);
+    REQUIRE(r);
+    CHECK_EQ_INT(r->status, SANDBOX_OK);
+    CHECK(!r->prepared);
+    CHECK_EQ_STR(r->out.text, "one\n");
     sandbox_result_free(r);
 
     /* a prepared sandbox that is never used goes away on request */

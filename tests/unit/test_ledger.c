@@ -256,6 +256,38 @@ static void test_commit_ref_note_and_diff(void)
     ledger_free(l);
 }
 
+/* A tree holds the files' bytes, whatever the repository's line-ending
+ * settings, so materialising it gives back exactly what was recorded. */
+static void test_tree_keeps_bytes(void)
+{
+    char *out = sh("git config core.autocrlf true && echo ok");
+    CHECK_EQ_STR(out, "ok");
+    free(out);
+    struct ledger *l = NULL;
+    REQUIRE(ledger_open(&l, repo) == 0);
+    /* inside the working tree, where git would convert them */
+    char *dir = fs_join(repo, ".thalamus/runs/bytes");
+    REQUIRE(fs_mkdir_p(dir, 0755) == 0);
+    char *p = fs_join(dir, "crlf.txt");
+    write_text(p, "a\r\nb\r\n");
+    free(p);
+    p = fs_join(dir, "empty.txt");
+    write_text(p, "");
+    free(p);
+    char tree[LEDGER_HEX_SIZE];
+    REQUIRE(ledger_write_tree(l, dir, tree) == 0);
+    out = sh("git cat-file blob %s:crlf.txt | od -An -c | tr -d ' \\n'", tree);
+    CHECK_EQ_STR(out, "a\\r\\nb\\r\\n");
+    free(out);
+    out = sh("git cat-file -s %s:empty.txt", tree);
+    CHECK_EQ_STR(out, "0");
+    free(out);
+    out = sh("git config --unset core.autocrlf && rm -rf .thalamus && echo ok");
+    free(out);
+    free(dir);
+    ledger_free(l);
+}
+
 static void test_errors(void)
 {
     struct ledger *l = NULL;
@@ -282,6 +314,7 @@ int main(void)
     make_repo();
     RUN(test_materialise_and_tree_round_trip);
     RUN(test_commit_ref_note_and_diff);
+    RUN(test_tree_keeps_bytes);
     RUN(test_errors);
     char *cmd = xasprintf("rm -rf '%s'", root);
     if (system(cmd) != 0)
