@@ -28,6 +28,9 @@ enum memory_stmt {
     ST_LINK_COUNT,
     ST_EPISODE_INSERT,
     ST_EMBED_GET,
+    ST_EMBED_Q8_GET,
+    ST_EMBED_PUT,
+    ST_EMBED_Q8_PUT,
     ST_FTS_CANDIDATES,
     ST_FTS_CANDIDATES_KIND,
     ST_MAX_ID,
@@ -120,6 +123,15 @@ int memory_keyword_search(struct memory *m, const char *text, const char *kind, 
 /* Common English words (lower case, NULL-terminated) that carry no topic:
  * left out of full-text queries and of similarity vectors. */
 extern const char *const memory_stop_words[];
+
+/* The 8-bit copy of an embedding that recall reads (memory_embeddings_q8):
+ * each value divided by the largest magnitude, times 127, rounded. Cosine
+ * does not depend on that scale, so none is stored. */
+void memory_quantize(const float *v, int dim, signed char *out);
+
+/* Cosine similarity of a float vector and an 8-bit one (0 when either is
+ * all zeros). */
+double memory_cosine_q8(const float *a, const signed char *b, int dim);
 
 /* Removes the memory's cached row count (after inserts and deletes). */
 void memory_forget_counts(struct memory *m);

@@ -320,7 +320,7 @@ class Reliability(MemoryCase):
         self.assertIn("all checks passed", r.stdout)
         report = json.loads(self.ok("doctor", "--json", "--quick", cwd=ws).stdout)
         self.assertTrue(report["ok"])
-        self.assertEqual(report["schema_versions"]["memory"], {"applied": 4, "known": 4})
+        self.assertEqual(report["schema_versions"]["memory"], {"applied": 5, "known": 5})
 
     def test_doctor_finds_damage(self):
         ws = self.workspace()

@@ -105,10 +105,15 @@ class Online(MemoryCase):
         return self.workspace(literature=keys)
 
     def assert_spaced(self, reqs, delay):
-        """Each request arrived at least delay after the previous reply ended."""
+        """Each request arrived at least delay after the previous reply ended.
+
+        The server notes "ended" after its last write returns; on a loaded
+        machine its thread may run again only tens of milliseconds after the
+        client has read the reply, hence the tolerance (a client that did
+        not wait would send the next request within a few milliseconds)."""
         for prev, nxt in zip(reqs, reqs[1:]):
             gap = nxt["arrived"] - prev["ended"]
-            self.assertGreaterEqual(gap, delay - 0.005, f"requests only {gap:.3f} s apart")
+            self.assertGreaterEqual(gap, delay - 0.03, f"requests only {gap:.3f} s apart")
 
     def test_openalex_paging_politeness_and_cache(self):
         ws = self.online_workspace()

@@ -10,11 +10,13 @@
 #include "check.h"
 #include "error.h"
 #include "memory.h"
+#include "memory_internal.h"
 #include "store.h"
 #include "utf8.h"
 
 #include <math.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -144,7 +146,18 @@ static void test_item_round_trip(void)
     CHECK(strspn(got.uid, "0123456789abcdef") == 32);
     int64_t by_uid = 0;
     CHECK(memory_item_by_uid(f.mem, got.uid, &by_uid) == 0 && by_uid == id);
+    /* the clock stands still: later uids of the same millisecond still sort
+     * after it, the random part counting up */
+    char prev[33];
+    snprintf(prev, sizeof prev, "%s", got.uid);
     memory_item_clear(&got);
+    for (int i = 0; i < 300; i++) {
+        int64_t next = add(f.mem, "note", "", "same millisecond", 0.5);
+        REQUIRE(memory_item_get(f.mem, next, &got) == 0);
+        CHECK(strncmp(got.uid, prev, 12) == 0 && strcmp(got.uid, prev) > 0);
+        snprintf(prev, sizeof prev, "%s", got.uid);
+        memory_item_clear(&got);
+    }
 
     /* refusals: unknown kind (with a suggestion), bad importance, bad metadata */
     it.kind = "nots";
@@ -794,13 +807,68 @@ static void test_embeddings_fused_by_reciprocal_rank(void)
     CHECK_EQ_INT(nm, 0);
     memory_matches_free(list, nm);
 
-    /* with exact scanning off, only the keyword candidates get a cosine */
+    /* with exact scanning off, only the keyword candidates get a cosine,
+     * from the 8-bit copies ({127, 127, 0, 0}: exact here) */
+    CHECK_EQ_INT(query_int(f.store, "SELECT count(*) FROM memory_embeddings_q8"), 3);
     p.embedding_scan_max = 0;
     memory_set_params(f.mem, &p);
     REQUIRE(memory_recall(f.mem, &o, &hits, &n) == 0);
     CHECK(!find_hit(hits, n, sem));
+    hk = find_hit(hits, n, kw);
+    CHECK(hk && hk->vector_rank == 1 && fabs(hk->cosine - memory_cosine(q, vk, 4)) < 1e-6);
     memory_hits_free(hits, n);
+    /* an embedding without its copy (stored before migration 5): the float
+     * vector serves */
+    REQUIRE(store_exec(f.store, "DELETE FROM memory_embeddings_q8") == 0);
+    REQUIRE(memory_recall(f.mem, &o, &hits, &n) == 0);
+    hk = find_hit(hits, n, kw);
+    CHECK(hk && hk->vector_rank == 1 && fabs(hk->cosine - memory_cosine(q, vk, 4)) < 1e-6);
+    memory_hits_free(hits, n);
+    /* replacing an embedding replaces its copy; forgetting the item drops both */
+    float vk2[4] = {0, 0, 0, 2};
+    REQUIRE(memory_embedding_put(f.mem, kw, "toy", vk2, 4) == 0);
+    REQUIRE(memory_embedding_put(f.mem, kw, "toy", vk2, 4) == 0);
+    CHECK_EQ_INT(query_int(f.store, "SELECT count(*) FROM memory_embeddings_q8"), 1);
+    REQUIRE(memory_recall(f.mem, &o, &hits, &n) == 0);
+    hk = find_hit(hits, n, kw);
+    CHECK(hk && fabs(hk->cosine) < 1e-9);
+    memory_hits_free(hits, n);
+    REQUIRE(memory_item_forget(f.mem, kw) == 0);
+    CHECK_EQ_INT(query_int(f.store, "SELECT count(*) FROM memory_embeddings_q8"), 0);
     close_fixture(&f);
+}
+
+/* The 8-bit copies against the float vectors: 768 dimensions, values
+ * uniform in [-1, 1] or with a few large ones, 500 pairs. */
+static void test_quantized_cosines(void)
+{
+    enum { DIM = 768, PAIRS = 500 };
+    static float a[DIM], b[DIM];
+    static signed char qb[DIM];
+    uint64_t x = 12345;
+    double worst = 0;
+    for (int p = 0; p < PAIRS; p++) {
+        for (int i = 0; i < DIM; i++) {
+            x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+            a[i] = (float)((double)(x >> 11) / 9007199254740992.0 * 2 - 1);
+            x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+            /* b leans towards a, so that cosines spread over [0, 1) */
+            b[i] = (float)((double)(x >> 11) / 9007199254740992.0 * 2 - 1) + a[i] * (p % 5) * 0.5f;
+        }
+        if (p % 2) /* a few outliers make the scale coarse */
+            b[p % DIM] = 8;
+        memory_quantize(b, DIM, qb);
+        double err = fabs(memory_cosine_q8(a, qb, DIM) - memory_cosine(a, b, DIM));
+        if (err > worst)
+            worst = err;
+    }
+    CHECK(worst < 0.01);
+    float zero[4] = {0};
+    signed char qz[4];
+    memory_quantize(zero, 4, qz);
+    CHECK(qz[0] == 0 && qz[3] == 0 && memory_cosine_q8(a, qz, 4) == 0);
+    if (getenv("TEST_MEMORY_VERBOSE"))
+        fprintf(stderr, "  largest cosine error of the 8-bit copies: %.5f\n", worst);
 }
 
 /* ---- reliability --------------------------------------------------------------- */
@@ -975,11 +1043,39 @@ static void test_upgrade_from_version_1(void)
     store_close(s);
 
     struct fixture f;
-    open_fixture(&f, name, false); /* every migration registered: 2, 3 and 4 run */
-    CHECK(store_schema_version(f.store, "memory", &v) == 0 && v == 4);
+    open_fixture(&f, name, false); /* every migration registered: 2 to 5 run */
+    CHECK(store_schema_version(f.store, "memory", &v) == 0 && v == 5);
+    /* migration 5: the CHECK constraints are comparisons now, and still
+     * refuse what they refused (raw SQL, past the C checks) */
+    CHECK_EQ_INT(query_int(f.store, "SELECT count(*) FROM sqlite_schema WHERE sql LIKE"
+                                    " '%kind IN%' OR sql LIKE '%type IN%'"),
+                 0);
+    CHECK_EQ_INT(query_int(f.store, "SELECT count(*) FROM sqlite_schema WHERE sql LIKE"
+                                    " '%kind = ''experiment''%'"),
+                 2);
+    CHECK(store_exec(f.store, "INSERT INTO memory_items(uid, kind, text, created_ms,"
+                              " accessed_ms) VALUES ('badkind000000001', 'poem', 't', 1, 1)") < 0);
+    CHECK(store_exec(f.store,
+                     "INSERT INTO memory_items(uid, kind, text, created_ms,"
+                     " accessed_ms) VALUES ('goodkind00000001', 'concept', 't', 1, 1)") == 0);
+    CHECK(store_exec(f.store, "INSERT INTO memory_links(src, dst, type, weight, updated_ms)"
+                              " VALUES (1, 2, 'likes', 1, 1)") < 0);
+    CHECK(store_exec(f.store, "INSERT INTO memory_links(src, dst, type, weight, updated_ms)"
+                              " VALUES (1, 2, 'contradicts', 1, 1)") == 0);
+    CHECK(store_exec(f.store, "INSERT INTO memory_episodes(uid, time_ms, kind, text)"
+                              " VALUES ('badepisode000001', 1, 'dream', 't')") < 0);
+    CHECK(store_exec(f.store, "INSERT INTO memory_episodes(uid, time_ms, kind, text)"
+                              " VALUES ('goodepisode00001', 1, 'llm_call', 't')") == 0);
+    CHECK_EQ_INT(query_int(f.store, "SELECT count(*) FROM pragma_integrity_check"
+                                    " WHERE integrity_check = 'ok'"),
+                 1);
     CHECK_EQ_INT(query_int(f.store, "SELECT count(*) FROM memory_bulk"), 0);
     CHECK_EQ_INT(query_int(f.store, "SELECT v FROM memory_fts_config WHERE k = 'hashsize'"),
                  16777216);
+    CHECK_EQ_INT(query_int(f.store, "SELECT v FROM memory_fts_config WHERE k = 'automerge'"), 8);
+    CHECK_EQ_INT(query_int(f.store, "SELECT count(*) FROM sqlite_schema"
+                                    " WHERE name = 'memory_items_score'"),
+                 1);
     CHECK(fts_consistent(f.store));
     CHECK_EQ_INT(top_hit(f.mem, "legacy", NULL), 1);
     update_text(f.mem, 1, "rewritten after the upgrade");
@@ -1079,7 +1175,7 @@ static void test_doctor_and_damaged_files(void)
     CHECK(cJSON_IsTrue(cJSON_GetObjectItem(report, "ok")));
     const cJSON *schema = find_check(report, "schema");
     REQUIRE(schema);
-    CHECK_CONTAINS(cJSON_GetObjectItem(schema, "detail")->valuestring, "memory 4");
+    CHECK_CONTAINS(cJSON_GetObjectItem(schema, "detail")->valuestring, "memory 5");
     cJSON_Delete(report);
 
     /* a stale full-text index is found */
@@ -1273,6 +1369,7 @@ int main(void)
     RUN(test_keys_references_and_forget);
     RUN(test_similar_for_novelty);
     RUN(test_embeddings_fused_by_reciprocal_rank);
+    RUN(test_quantized_cosines);
     RUN(test_reader_during_write);
     RUN(test_killed_writer_loses_nothing_committed);
     RUN(test_bulk_load_indexes_at_commit);
