@@ -1,12 +1,14 @@
 /*
  * mcts: the search engine declared in mcts.h.
  *
- * The tree is two parallel arrays indexed by node id: small fixed-size
- * nodes (links: parent, first and last child, next sibling; state, flags,
- * prior and maximum) and the statistics selection reads for every child
- * (visits, value sum, iterations in flight), plus a separately allocated
- * payload. One iteration selects a node from the root by UCT or PUCT (or
- * asks the caller's select callback), puts a virtual loss on the path (when
+ * The tree is two parallel arrays indexed by node id: nodes holding
+ * everything selection reads (visits, value sum, iterations in flight,
+ * first child and child count, state, flags, prior and maximum) and links
+ * used off the selection path (parent, next sibling), plus a separately
+ * allocated payload and, only where needed, a node's last child and pending
+ * iteration. Selection records its path, which back-up walks instead of the
+ * links. One iteration selects a node from the root by UCT or PUCT (or asks
+ * the caller's select callback), puts a virtual loss on the path (when
  * several may be in flight), and queues work: an expansion, an evaluation,
  * or nothing when it reached a terminal node whose value is known (that
  * value is backed up again at once). Work runs from one trampoline, pump():
@@ -41,41 +43,47 @@ enum {
     F_COMPLETE = 1 << 3,  /* nothing below can change any more */
     F_PENDING = 1 << 4,   /* a callback for it is outstanding */
     F_EXPANDING = 1 << 5, /* ... and it is an expansion */
+    F_CONTIG = 1 << 6,    /* its children have the ids first_child to + nchildren - 1 */
 };
 #define F_SAVED (F_EVALUATED | F_EXPANDED | F_FULL | F_COMPLETE)
 
-/* 32 bytes: the structure and the rest of a node's state; the statistics
- * selection reads for every child live in struct node_stats, and payloads
- * in a table of their own. */
+/* 32 bytes, what selection reads to descend through a node and score its
+ * children: children added by one expansion have consecutive ids, so four
+ * siblings take two cache lines (the array is shifted so that the root's
+ * children, ids 1 to 4, start a 128-byte block), and a child's own first
+ * child and child count are on hand to prefetch the next level. Payloads
+ * live in a table of their own. */
 struct node {
-    float max;            /* best backed-up value (0 unvisited) */
-    float prior;          /* as given by the caller */
-    mcts_id next_sibling; /* children in the order they were added */
-    uint8_t state;        /* MCTS_EXPANDABLE or MCTS_TERMINAL */
-    uint8_t flags;        /* F_* */
-    uint16_t nchildren;   /* at most MAX_CHILDREN */
-    mcts_id first_child;  /* */
-    mcts_id last_child;   /* (to append in O(1)) */
-    mcts_id parent;       /* MCTS_NONE for the root */
-    uint32_t slot;        /* in-flight iteration while F_PENDING */
+    double sum;          /* sum of backed-up values */
+    uint32_t visits;     /* backed-up values */
+    uint32_t inflight;   /* iterations in flight through the node */
+    mcts_id first_child; /* MCTS_NONE without children */
+    float prior;         /* as given by the caller */
+    float max;           /* best backed-up value (0 unvisited) */
+    uint16_t nchildren;  /* at most MAX_CHILDREN */
+    uint8_t state;       /* MCTS_EXPANDABLE or MCTS_TERMINAL */
+    uint8_t flags;       /* F_* */
 };
+
+/* 8 bytes, in a second array parallel to the nodes: the rest of the
+ * structure, read when adding children, backing up and walking the tree.
+ * Two more arrays of cap entries exist only in searches that need them:
+ * the last child of each node whose children are not contiguous (to append
+ * in O(1); widening and concurrent expansions make such nodes), and the
+ * in-flight iteration of each pending node (with max_inflight > 1). */
+struct link {
+    mcts_id parent;       /* MCTS_NONE for the root */
+    mcts_id next_sibling; /* children in the order they were added */
+};
+
+_Static_assert(sizeof(struct node) == 32, "four nodes must fill two cache lines");
 
 #define MAX_CHILDREN UINT16_MAX
-
-/* 16 bytes, in an array parallel to the nodes: what selection reads for
- * every child, so that four siblings added together share one cache line
- * (the array is shifted so that the root's children, ids 1 to 4, start
- * one). F_PENDING is mirrored in the top bit of inflight (max_inflight is
- * at most 2^20). */
-struct node_stats {
-    double sum;        /* sum of backed-up values */
-    uint32_t visits;   /* backed-up values */
-    uint32_t inflight; /* iterations in flight through the node | STAT_PENDING */
-};
-
-#define STAT_PENDING 0x80000000u
 #define ARRAY_SHIFT  3
 #define ARRAY_ALIGN  64
+/* Children of a node whose own children selection prefetches (wider nodes
+ * are not prefetched for: that would load too much to pay off). */
+#define PREFETCH_CHILDREN 8
 
 struct payload {
     char *data; /* NUL-terminated copy */
@@ -104,7 +112,9 @@ struct mcts {
     void *ud;
 
     struct node *nodes;
-    struct node_stats *stats; /* stats[id]: ARRAY_SHIFT entries after the allocation's start */
+    struct link *links; /* both: [id] is ARRAY_SHIFT entries after the allocation's start */
+    mcts_id *last;      /* NULL or [id]: last child while !F_CONTIG (see struct link) */
+    uint32_t *slot_of;  /* NULL or [id]: iteration while F_PENDING, max_inflight > 1 */
     size_t n, cap;
     struct payload *payloads; /* NULL until a payload is set; then cap entries */
 
@@ -112,11 +122,19 @@ struct mcts {
     uint64_t iterations; /* finished */
     uint64_t tokens;
 
-    struct task *queue; /* ring buffer */
+    struct task *queue; /* ring buffer, qcap a power of two */
     size_t qhead, qlen, qcap;
 
     struct slot *slots;
     uint32_t nslots, free_slot, busy;
+    uint32_t last_slot; /* the one in flight when max_inflight is 1 */
+
+    /* The nodes the last selection went through, from where it started
+     * (the root or what the select callback chose) to its leaf: backing up
+     * takes a node's parent from here rather than from the links, which
+     * selection does not read. */
+    mcts_id *path;
+    size_t path_len, path_cap;
 
     struct loop *loop;
     struct loop_timer *timer; /* continuation or done() report */
@@ -147,21 +165,17 @@ static uint64_t rng_next(struct mcts *t)
 #define RSQRT_TABLE 1024
 static double rsqrt_table[RSQRT_TABLE];
 
-static inline double rsqrt(double n)
+static inline double rsqrt(uint64_t n)
 {
-    if (n < RSQRT_TABLE && n == (double)(unsigned)n)
-        return rsqrt_table[(unsigned)n];
-    return 1.0 / sqrt(n);
+    return n < RSQRT_TABLE ? rsqrt_table[n] : 1.0 / sqrt((double)n);
 }
 
 /* sqrt(log(n)) likewise, once per node on the path (UCT). */
 static double sqrt_log_table[RSQRT_TABLE];
 
-static inline double sqrt_log(double n)
+static inline double sqrt_log(uint64_t n)
 {
-    if (n < RSQRT_TABLE && n == (double)(unsigned)n)
-        return sqrt_log_table[(unsigned)n];
-    return sqrt(log(n));
+    return n < RSQRT_TABLE ? sqrt_log_table[n] : sqrt(log((double)n));
 }
 
 void mcts_options_default(struct mcts_options *o)
@@ -252,41 +266,58 @@ static void array_free(void *p, size_t bytes)
         free(p);
 }
 
+/* The last child of n; the links keep it only once the children are not
+ * contiguous, which spares selection's leaves a write to their links. */
+static inline mcts_id last_child(const struct mcts *t, mcts_id n)
+{
+    const struct node *x = &t->nodes[n];
+    if (!x->nchildren)
+        return MCTS_NONE;
+    return x->flags & F_CONTIG ? x->first_child + x->nchildren - 1 : t->last[n];
+}
+
 static mcts_id node_add(struct mcts *t, mcts_id parent, double prior)
 {
     if (t->n == t->cap) {
         size_t old = t->cap;
         t->cap = t->cap ? t->cap * 2 : 64;
-        /* both shifted by ARRAY_SHIFT entries (see struct node_stats) */
+        /* both shifted by ARRAY_SHIFT entries (see struct node) */
         size_t was = old ? old + ARRAY_SHIFT : 0, now = t->cap + ARRAY_SHIFT;
+        size_t used = t->n ? t->n + ARRAY_SHIFT : 0;
         struct node *nd = t->nodes ? t->nodes - ARRAY_SHIFT : NULL;
-        nd = array_grow(nd, was * sizeof *nd, t->n ? (t->n + ARRAY_SHIFT) * sizeof *nd : 0,
-                        now * sizeof *nd);
+        nd = array_grow(nd, was * sizeof *nd, used * sizeof *nd, now * sizeof *nd);
         t->nodes = nd + ARRAY_SHIFT;
-        struct node_stats *st = t->stats ? t->stats - ARRAY_SHIFT : NULL;
-        st = array_grow(st, was * sizeof *st, t->n ? (t->n + ARRAY_SHIFT) * sizeof *st : 0,
-                        now * sizeof *st);
-        t->stats = st + ARRAY_SHIFT;
+        struct link *ln = t->links ? t->links - ARRAY_SHIFT : NULL;
+        ln = array_grow(ln, was * sizeof *ln, used * sizeof *ln, now * sizeof *ln);
+        t->links = ln + ARRAY_SHIFT;
+        if (t->last)
+            t->last = xreallocarray(t->last, t->cap, sizeof *t->last);
+        if (t->slot_of)
+            t->slot_of = xreallocarray(t->slot_of, t->cap, sizeof *t->slot_of);
         if (t->payloads) {
             t->payloads = xreallocarray(t->payloads, t->cap, sizeof *t->payloads);
             memset(t->payloads + old, 0, (t->cap - old) * sizeof *t->payloads);
         }
     }
     mcts_id id = (mcts_id)t->n++;
-    struct node *x = &t->nodes[id];
-    memset(x, 0, sizeof *x);
-    t->stats[id] = (struct node_stats){0, 0, 0};
-    x->prior = (float)prior;
-    x->parent = parent;
-    x->first_child = x->last_child = x->next_sibling = MCTS_NONE;
-    x->state = MCTS_EXPANDABLE;
+    t->nodes[id] =
+        (struct node){.first_child = MCTS_NONE, .prior = (float)prior, .state = MCTS_EXPANDABLE};
+    t->links[id] = (struct link){parent, MCTS_NONE};
     if (parent != MCTS_NONE) {
         struct node *p = &t->nodes[parent];
-        if (p->last_child == MCTS_NONE)
+        if (!p->nchildren) {
             p->first_child = id;
-        else
-            t->nodes[p->last_child].next_sibling = id;
-        p->last_child = id;
+            p->flags |= F_CONTIG;
+        } else {
+            t->links[last_child(t, parent)].next_sibling = id;
+            if (p->flags & F_CONTIG && id != p->first_child + p->nchildren)
+                p->flags &= (uint8_t)~F_CONTIG;
+            if (!(p->flags & F_CONTIG)) {
+                if (!t->last)
+                    t->last = xreallocarray(NULL, t->cap, sizeof *t->last);
+                t->last[parent] = id;
+            }
+        }
         p->nchildren++;
     }
     return id;
@@ -300,6 +331,7 @@ static void tree_clear(struct mcts *t)
             t->payloads[i] = (struct payload){NULL, 0};
         }
     t->n = 0;
+    t->path_len = 0;
 }
 
 int mcts_new(struct mcts **out, const struct mcts_options *o, const struct mcts_callbacks *cb,
@@ -341,11 +373,14 @@ void mcts_free(struct mcts *t)
     tree_clear(t);
     if (t->nodes) {
         array_free(t->nodes - ARRAY_SHIFT, (t->cap + ARRAY_SHIFT) * sizeof *t->nodes);
-        array_free(t->stats - ARRAY_SHIFT, (t->cap + ARRAY_SHIFT) * sizeof *t->stats);
+        array_free(t->links - ARRAY_SHIFT, (t->cap + ARRAY_SHIFT) * sizeof *t->links);
+        free(t->last);
+        free(t->slot_of);
     }
     free(t->payloads);
     free(t->queue);
     free(t->slots);
+    free(t->path);
     free(t->error);
     free(t);
 }
@@ -356,18 +391,18 @@ static inline double node_q(const struct mcts *t, mcts_id id)
 {
     if (t->o.backup == MCTS_BACKUP_MAX)
         return t->nodes[id].max;
-    const struct node_stats *s = &t->stats[id];
-    return s->visits ? s->sum / s->visits : 0;
+    const struct node *x = &t->nodes[id];
+    return x->visits ? x->sum / x->visits : 0;
 }
 
 /* Q with the virtual loss of the iterations in flight through id. */
 static inline double node_q_vl(const struct mcts *t, mcts_id id)
 {
     double q = node_q(t, id);
-    uint32_t inflight = t->stats[id].inflight & ~STAT_PENDING;
+    uint32_t inflight = t->nodes[id].inflight;
     if (!inflight || t->o.virtual_loss <= 0)
         return q;
-    double n = t->stats[id].visits, i = inflight;
+    double n = t->nodes[id].visits, i = inflight;
     return (n * q - t->o.virtual_loss * i) / (n + i);
 }
 
@@ -377,7 +412,7 @@ unsigned mcts_child_limit(const struct mcts *t, mcts_id n)
         return 0;
     if (t->o.widen_k <= 0)
         return UINT32_MAX;
-    double v = t->stats[n].visits > 1 ? t->stats[n].visits : 1;
+    double v = t->nodes[n].visits > 1 ? t->nodes[n].visits : 1;
     double lim = ceil(t->o.widen_k * pow(v, t->o.widen_alpha));
     if (lim < 1)
         return 1;
@@ -392,69 +427,130 @@ static bool can_expand(const struct mcts *t, mcts_id id)
     return !(x->flags & F_FULL) && x->nchildren < mcts_child_limit(t, id);
 }
 
+/* Starts loading the children of x, a child being scored, so that the
+ * chosen one's are on their way before the choice is made: the next level
+ * reads them. Up to four children of 32 bytes span at most three lines.
+ * always_inline: a prefetch has no effect a compiler must keep, so a call
+ * to a function made only of prefetches may be dropped as dead before it
+ * is inlined. */
+static inline __attribute__((always_inline)) void prefetch_children(const struct mcts *t,
+                                                                    const struct node *x)
+{
+    unsigned n = x->nchildren;
+    mcts_id first = x->first_child;
+    if (!n)
+        return;
+    __builtin_prefetch(&t->nodes[first]);
+    if (n > 2)
+        __builtin_prefetch(&t->nodes[first + 2]);
+    if (n > 1)
+        __builtin_prefetch(&t->nodes[first + n - 1]);
+}
+
+/* Keeps c if its score beats the best so far; an exact tie replaces the
+ * best with probability 1/ties (seeded), so every tied child is equally
+ * likely to win. */
+static inline void consider(struct mcts *t, mcts_id c, double score, mcts_id *best,
+                            double *best_score, uint64_t *ties)
+{
+    if (__builtin_expect(score == *best_score && *best != MCTS_NONE, 0)) {
+        ++*ties;
+        if (rng_next(t) % *ties == 0)
+            *best = c;
+        return;
+    }
+    /* which child wins is unpredictable: keep it free of branches */
+    bool win = score > *best_score || *best == MCTS_NONE;
+    *best = win ? c : *best;
+    *best_score = win ? score : *best_score;
+    *ties = win ? 1 : *ties;
+}
+
 /* The child the policy would descend to; MCTS_NONE when every child is
  * pending. Exact ties are broken at random (seeded). Children added by one
  * expansion have consecutive ids, so when a node's children fill the range
- * from its first to its last child they are read in order from the stats
- * array instead of following the sibling links. */
+ * from its first to its last child (F_CONTIG) they are read in order
+ * instead of following the sibling links, and their own children are
+ * prefetched. */
 static mcts_id pick_child(struct mcts *t, mcts_id p)
 {
     const struct node *pn = &t->nodes[p];
-    const struct node_stats *ps = &t->stats[p];
     unsigned count = pn->nchildren;
-    mcts_id first = pn->first_child;
-    bool contiguous = count && pn->last_child - first + 1 == count;
-    if (contiguous) {
-        /* the children's nodes are read next (descending to the best) */
-        const char *a = (const char *)&t->nodes[first],
-                   *z = (const char *)&t->nodes[first + count - 1];
-        for (unsigned k = 0; a <= z && k < 8; a += 64, k++)
-            __builtin_prefetch(a);
-        __builtin_prefetch(z);
-        /* and the best child's children after that: start loading every
-         * child's children while this level is scored */
-        if (count <= 8)
-            for (mcts_id c = first; c < first + count; c++) {
-                mcts_id g = t->nodes[c].first_child;
-                if (g != MCTS_NONE) {
-                    __builtin_prefetch(&t->stats[g]);
-                    __builtin_prefetch(&t->nodes[g]);
-                    __builtin_prefetch(&t->nodes[t->nodes[c].last_child]);
-                }
-            }
-    }
+    bool contiguous = pn->flags & F_CONTIG;
+    bool prefetch = contiguous && count <= PREFETCH_CHILDREN;
     bool vl = t->o.virtual_loss > 0; /* 0: in-flight iterations are not counted at all */
-    double np = (double)ps->visits + (vl ? ps->inflight & ~STAT_PENDING : 0);
+    uint64_t np = (uint64_t)pn->visits + (vl ? pn->inflight : 0);
     if (np < 1)
         np = 1;
     bool puct = t->o.policy == MCTS_PUCT;
-    bool mean = t->o.backup == MCTS_BACKUP_MEAN;
-    double explore = puct ? t->o.c * sqrt(np) : 0;
-    double c_sqrt_logn = puct ? 0 : t->o.c * sqrt_log(np);
-    double psum = 0, fpu = 0;
-    if (puct) {
-        mcts_id c = first;
-        for (unsigned k = 0; k < count; k++, c = contiguous ? c + 1 : t->nodes[c].next_sibling)
-            psum += t->nodes[c].prior > 0 ? t->nodes[c].prior : 0;
-        fpu = node_q_vl(t, p);
-    }
-    double uniform = count ? 1.0 / count : 0;
     mcts_id best = MCTS_NONE;
     double best_score = -INFINITY;
     uint64_t ties = 0;
-    mcts_id c = first;
-    for (unsigned k = 0; k < count; k++, c = contiguous ? c + 1 : t->nodes[c].next_sibling) {
-        const struct node_stats *s = &t->stats[c];
-        uint32_t inflight = s->inflight;
-        if (inflight & STAT_PENDING)
+    mcts_id c = pn->first_child;
+    if (!puct && t->o.backup == MCTS_BACKUP_MEAN && t->o.max_inflight == 1 && contiguous) {
+        /* UCT with mean back-up, nothing else in flight (so no virtual
+         * loss) and the children side by side: the general loop below,
+         * reduced to what it computes then */
+        double c_sqrt_logn = t->o.c * sqrt_log(np);
+        const struct node *s = &t->nodes[c], *end = s + count;
+        for (; s < end; s++) {
+            if (prefetch)
+                prefetch_children(t, s);
+            if (s->flags & F_PENDING)
+                continue;
+            uint32_t v = s->visits;
+            double score = v ? s->sum / v + c_sqrt_logn * rsqrt(v) : INFINITY;
+            consider(t, (mcts_id)(s - t->nodes), score, &best, &best_score, &ties);
+        }
+        return best;
+    }
+    if (puct && t->o.backup == MCTS_BACKUP_MEAN && t->o.max_inflight == 1 && contiguous) {
+        /* PUCT likewise */
+        const struct node *s0 = &t->nodes[c], *end = s0 + count;
+        double psum = 0;
+        for (const struct node *s = s0; s < end; s++) {
+            if (prefetch)
+                prefetch_children(t, s);
+            psum += s->prior > 0 ? s->prior : 0;
+        }
+        double explore = t->o.c * sqrt((double)np);
+        double fpu = pn->visits ? pn->sum / pn->visits : 0;
+        double uniform = 1.0 / count;
+        for (const struct node *s = s0; s < end; s++) {
+            if (s->flags & F_PENDING)
+                continue;
+            uint32_t v = s->visits;
+            double prior = psum > 0 ? (s->prior > 0 ? s->prior / psum : 0) : uniform;
+            double q = v ? s->sum / v : fpu;
+            double score = q + explore * prior / (double)(1 + (uint64_t)v);
+            consider(t, (mcts_id)(s - t->nodes), score, &best, &best_score, &ties);
+        }
+        return best;
+    }
+    bool mean = t->o.backup == MCTS_BACKUP_MEAN;
+    double explore = puct ? t->o.c * sqrt((double)np) : 0;
+    double c_sqrt_logn = puct ? 0 : t->o.c * sqrt_log(np);
+    double psum = 0, fpu = 0;
+    if (puct) {
+        mcts_id d = c;
+        for (unsigned k = 0; k < count; k++, d = contiguous ? d + 1 : t->links[d].next_sibling)
+            psum += t->nodes[d].prior > 0 ? t->nodes[d].prior : 0;
+        fpu = node_q_vl(t, p);
+    }
+    double uniform = count ? 1.0 / count : 0;
+    for (unsigned k = 0; k < count; k++, c = contiguous ? c + 1 : t->links[c].next_sibling) {
+        const struct node *s = &t->nodes[c];
+        if (prefetch)
+            prefetch_children(t, s);
+        if (s->flags & F_PENDING)
             continue;
-        double nc = (double)s->visits + (vl ? inflight : 0);
+        uint32_t inflight = s->inflight;
+        uint64_t nc = (uint64_t)s->visits + (vl ? inflight : 0);
         double score;
         if (puct) {
-            double prior =
-                psum > 0 ? (t->nodes[c].prior > 0 ? t->nodes[c].prior / psum : 0) : uniform;
+            double prior = psum > 0 ? (s->prior > 0 ? s->prior / psum : 0) : uniform;
             double q = nc > 0 ? node_q_vl(t, c) : fpu;
-            score = q + explore * prior / (1 + nc);
+            score = q + explore * prior / (double)(1 + nc);
         } else if (nc == 0) {
             score = INFINITY;
         } else if (mean && !inflight) {
@@ -463,15 +559,7 @@ static mcts_id pick_child(struct mcts *t, mcts_id p)
         } else {
             score = node_q_vl(t, c) + c_sqrt_logn * rsqrt(nc);
         }
-        if (score > best_score || best == MCTS_NONE) {
-            best = c;
-            best_score = score;
-            ties = 1;
-        } else if (score == best_score) {
-            ties++;
-            if (rng_next(t) % ties == 0)
-                best = c;
-        }
+        consider(t, c, score, &best, &best_score, &ties);
     }
     return best;
 }
@@ -489,7 +577,7 @@ static bool node_complete(const struct mcts *t, mcts_id id)
         return false;
     if (t->o.widen_k <= 0 ? !(x->flags & F_EXPANDED) && !x->nchildren : !(x->flags & F_FULL))
         return false;
-    for (mcts_id c = x->first_child; c != MCTS_NONE; c = t->nodes[c].next_sibling)
+    for (mcts_id c = x->first_child; c != MCTS_NONE; c = t->links[c].next_sibling)
         if (!(t->nodes[c].flags & F_COMPLETE))
             return false;
     return true;
@@ -508,26 +596,54 @@ static void update_complete(struct mcts *t, mcts_id id)
             x->flags |= F_COMPLETE;
         else
             x->flags &= (uint8_t)~F_COMPLETE;
-        id = x->parent;
+        id = t->links[id].parent;
+    }
+}
+
+static inline void backup_node(struct mcts *t, mcts_id id, double v)
+{
+    struct node *x = &t->nodes[id];
+    if (!x->visits || v > x->max)
+        x->max = (float)v;
+    x->visits++;
+    x->sum += v;
+}
+
+/* Walks from id up to the root, calling backup_node() (delta 0) or adding
+ * delta to the iterations in flight. The nodes of the last selection's path
+ * are taken from the path, not from the links (which selection does not
+ * read), once the walk reaches its end: id is usually that end or one of
+ * its new children. */
+static void walk_up(struct mcts *t, mcts_id id, double v, int delta)
+{
+    size_t k = t->path_len;
+    for (; id != MCTS_NONE; id = t->links[id].parent) {
+        if (k && id == t->path[k - 1]) {
+            for (size_t i = k; i-- > 0;) {
+                if (delta)
+                    t->nodes[t->path[i]].inflight += (uint32_t)delta;
+                else
+                    backup_node(t, t->path[i], v);
+            }
+            id = t->path[0];
+            k = 0;
+            continue;
+        }
+        if (delta)
+            t->nodes[id].inflight += (uint32_t)delta;
+        else
+            backup_node(t, id, v);
     }
 }
 
 static void backup_path(struct mcts *t, mcts_id id, double v)
 {
-    for (; id != MCTS_NONE; id = t->nodes[id].parent) {
-        struct node *x = &t->nodes[id];
-        struct node_stats *s = &t->stats[id];
-        if (!s->visits || v > x->max)
-            x->max = (float)v;
-        s->visits++;
-        s->sum += v;
-    }
+    walk_up(t, id, v, 0);
 }
 
 static void virtual_loss(struct mcts *t, mcts_id id, int delta)
 {
-    for (; id != MCTS_NONE; id = t->nodes[id].parent)
-        t->stats[id].inflight += (uint32_t)delta;
+    walk_up(t, id, 0, delta);
 }
 
 /* ---- iterations, work queue and the trampoline --------------------------- */
@@ -538,13 +654,13 @@ static void push_task(struct mcts *t, mcts_id node, int kind)
         size_t cap = t->qcap ? t->qcap * 2 : 16;
         struct task *q = xreallocarray(NULL, cap, sizeof *q);
         for (size_t i = 0; i < t->qlen; i++)
-            q[i] = t->queue[(t->qhead + i) % t->qcap];
+            q[i] = t->queue[(t->qhead + i) & (t->qcap - 1)];
         free(t->queue);
         t->queue = q;
         t->qhead = 0;
         t->qcap = cap;
     }
-    t->queue[(t->qhead + t->qlen) % t->qcap] = (struct task){node, kind};
+    t->queue[(t->qhead + t->qlen) & (t->qcap - 1)] = (struct task){node, kind};
     t->qlen++;
 }
 
@@ -559,6 +675,7 @@ static uint32_t slot_alloc(struct mcts *t, mcts_id leaf)
     }
     t->slots[s] = (struct slot){leaf, MCTS_NONE, 0, UINT32_MAX};
     t->busy++;
+    t->last_slot = s;
     /* only selections made while others are in flight see the loss */
     if (t->o.max_inflight > 1)
         virtual_loss(t, leaf, +1);
@@ -575,15 +692,26 @@ static void slot_release(struct mcts *t, uint32_t s)
     t->iterations++;
 }
 
+/* The iteration a pending node's callback belongs to: with one in flight at
+ * most, the last one started (sparing a write and a read of the node's
+ * links). */
+static inline uint32_t node_slot(const struct mcts *t, mcts_id n)
+{
+    return t->o.max_inflight > 1 ? t->slot_of[n] : t->last_slot;
+}
+
 /* Marks node pending for a callback of iteration s and queues it. */
 static void queue_work(struct mcts *t, uint32_t s, mcts_id node, int kind)
 {
     struct node *x = &t->nodes[node];
     x->flags |= F_PENDING;
-    t->stats[node].inflight |= STAT_PENDING;
     if (kind == TASK_EXPAND)
         x->flags |= F_EXPANDING;
-    x->slot = s;
+    if (t->o.max_inflight > 1) {
+        if (!t->slot_of)
+            t->slot_of = xreallocarray(NULL, t->cap, sizeof *t->slot_of);
+        t->slot_of[node] = s;
+    }
     t->slots[s].pending++;
     push_task(t, node, kind);
 }
@@ -599,6 +727,15 @@ static void fail(struct mcts *t, const char *msg)
 
 enum start { START_WORK, START_DONE, START_STUCK, START_EXHAUSTED };
 
+static inline void path_push(struct mcts *t, mcts_id n)
+{
+    if (t->path_len == t->path_cap) {
+        t->path_cap = t->path_cap ? t->path_cap * 2 : 64;
+        t->path = xreallocarray(t->path, t->path_cap, sizeof *t->path);
+    }
+    t->path[t->path_len++] = n;
+}
+
 static int start_iteration(struct mcts *t)
 {
     if (t->nodes[0].flags & F_COMPLETE)
@@ -609,6 +746,8 @@ static int start_iteration(struct mcts *t)
         if (m != MCTS_NONE && m < t->n)
             n = m;
     }
+    t->path_len = 0;
+    path_push(t, n);
     for (;;) {
         struct node *x = &t->nodes[n];
         if (x->flags & F_PENDING)
@@ -630,7 +769,7 @@ static int start_iteration(struct mcts *t)
                 continue;
             }
             uint32_t s = slot_alloc(t, n);
-            t->slots[s].mark = t->nodes[n].last_child;
+            t->slots[s].mark = last_child(t, n);
             queue_work(t, s, n, TASK_EXPAND);
             return START_WORK;
         }
@@ -638,6 +777,7 @@ static int start_iteration(struct mcts *t)
         if (c == MCTS_NONE)
             return START_STUCK;
         n = c;
+        path_push(t, n);
     }
     uint32_t s = slot_alloc(t, n);
     queue_work(t, s, n, TASK_EVALUATE);
@@ -688,7 +828,7 @@ static void pump(struct mcts *t)
     for (;;) {
         if (t->qlen) {
             struct task task = t->queue[t->qhead];
-            t->qhead = (t->qhead + 1) % t->qcap;
+            t->qhead = (t->qhead + 1) & (t->qcap - 1);
             t->qlen--;
             if (task.kind == TASK_EXPAND)
                 t->cb.expand(t, task.node, t->ud);
@@ -823,11 +963,10 @@ void mcts_expanded(struct mcts *t, mcts_id n, int rc)
     if (!answer_ok(t, n, true, "an expansion answer"))
         return;
     struct node *x = &t->nodes[n];
-    uint32_t s = x->slot;
+    uint32_t s = node_slot(t, n);
     x->flags &= (uint8_t) ~(F_PENDING | F_EXPANDING);
-    t->stats[n].inflight &= ~STAT_PENDING;
     mcts_id mark = t->slots[s].mark;
-    mcts_id first_new = mark == MCTS_NONE ? x->first_child : t->nodes[mark].next_sibling;
+    mcts_id first_new = mark == MCTS_NONE ? x->first_child : t->links[mark].next_sibling;
     if (rc < 0) {
         char *msg = xasprintf("expanding node %u: %s", n, error_message());
         fail(t, msg);
@@ -845,11 +984,11 @@ void mcts_expanded(struct mcts *t, mcts_id n, int rc)
     } else {
         x->flags |= F_EXPANDED;
         if (t->o.evaluate_children) {
-            for (mcts_id c = first_new; c != MCTS_NONE; c = t->nodes[c].next_sibling)
+            for (mcts_id c = first_new; c != MCTS_NONE; c = t->links[c].next_sibling)
                 queue_work(t, s, c, TASK_EVALUATE);
         } else {
             mcts_id pick = first_new;
-            for (mcts_id c = first_new; c != MCTS_NONE; c = t->nodes[c].next_sibling)
+            for (mcts_id c = first_new; c != MCTS_NONE; c = t->links[c].next_sibling)
                 if (t->nodes[c].prior > t->nodes[pick].prior)
                     pick = c;
             queue_work(t, s, pick, TASK_EVALUATE);
@@ -864,9 +1003,8 @@ void mcts_evaluated(struct mcts *t, mcts_id n, double value, int rc)
     if (!answer_ok(t, n, false, "an evaluation answer"))
         return;
     struct node *x = &t->nodes[n];
-    uint32_t s = x->slot;
+    uint32_t s = node_slot(t, n);
     x->flags &= (uint8_t)~F_PENDING;
-    t->stats[n].inflight &= ~STAT_PENDING;
     if (rc < 0 || isnan(value)) {
         char *msg = rc < 0 ? xasprintf("evaluating node %u: %s", n, error_message())
                            : xasprintf("evaluating node %u: the value is not a number", n);
@@ -899,10 +1037,11 @@ size_t mcts_size(const struct mcts *t)
 }
 
 #define NODE_FIELD(field, none) (n < t->n ? t->nodes[n].field : (none))
+#define LINK_FIELD(field, none) (n < t->n ? t->links[n].field : (none))
 
 mcts_id mcts_parent(const struct mcts *t, mcts_id n)
 {
-    return NODE_FIELD(parent, MCTS_NONE);
+    return LINK_FIELD(parent, MCTS_NONE);
 }
 
 mcts_id mcts_first_child(const struct mcts *t, mcts_id n)
@@ -912,7 +1051,7 @@ mcts_id mcts_first_child(const struct mcts *t, mcts_id n)
 
 mcts_id mcts_next_sibling(const struct mcts *t, mcts_id n)
 {
-    return NODE_FIELD(next_sibling, MCTS_NONE);
+    return LINK_FIELD(next_sibling, MCTS_NONE);
 }
 
 unsigned mcts_child_count(const struct mcts *t, mcts_id n)
@@ -925,8 +1064,8 @@ unsigned mcts_depth(const struct mcts *t, mcts_id n)
     unsigned d = 0;
     if (n >= t->n)
         return 0;
-    while (t->nodes[n].parent != MCTS_NONE) {
-        n = t->nodes[n].parent;
+    while (t->links[n].parent != MCTS_NONE) {
+        n = t->links[n].parent;
         d++;
     }
     return d;
@@ -934,14 +1073,14 @@ unsigned mcts_depth(const struct mcts *t, mcts_id n)
 
 uint32_t mcts_visits(const struct mcts *t, mcts_id n)
 {
-    return n < t->n ? t->stats[n].visits : 0;
+    return n < t->n ? t->nodes[n].visits : 0;
 }
 
 double mcts_mean(const struct mcts *t, mcts_id n)
 {
-    if (n >= t->n || !t->stats[n].visits)
+    if (n >= t->n || !t->nodes[n].visits)
         return 0;
-    return t->stats[n].sum / t->stats[n].visits;
+    return t->nodes[n].sum / t->nodes[n].visits;
 }
 
 double mcts_max(const struct mcts *t, mcts_id n)
@@ -1076,12 +1215,12 @@ mcts_id mcts_best(const struct mcts *t)
         for (;;) {
             const struct node *x = &t->nodes[n];
             mcts_id best = MCTS_NONE;
-            for (mcts_id c = x->first_child; c != MCTS_NONE; c = t->nodes[c].next_sibling) {
+            for (mcts_id c = x->first_child; c != MCTS_NONE; c = t->links[c].next_sibling) {
                 const struct node *y = &t->nodes[c];
-                if (!t->stats[c].visits)
+                if (!t->nodes[c].visits)
                     continue;
                 if (best == MCTS_NONE || y->max > t->nodes[best].max ||
-                    (y->max == t->nodes[best].max && t->stats[c].visits > t->stats[best].visits))
+                    (y->max == t->nodes[best].max && t->nodes[c].visits > t->nodes[best].visits))
                     best = c;
             }
             if (best == MCTS_NONE || t->nodes[best].max < x->max)
@@ -1092,11 +1231,11 @@ mcts_id mcts_best(const struct mcts *t)
     for (;;) {
         const struct node *x = &t->nodes[n];
         mcts_id best = MCTS_NONE;
-        for (mcts_id c = x->first_child; c != MCTS_NONE; c = t->nodes[c].next_sibling) {
-            if (!t->stats[c].visits)
+        for (mcts_id c = x->first_child; c != MCTS_NONE; c = t->links[c].next_sibling) {
+            if (!t->nodes[c].visits)
                 continue;
-            if (best == MCTS_NONE || t->stats[c].visits > t->stats[best].visits ||
-                (t->stats[c].visits == t->stats[best].visits &&
+            if (best == MCTS_NONE || t->nodes[c].visits > t->nodes[best].visits ||
+                (t->nodes[c].visits == t->nodes[best].visits &&
                  mcts_mean(t, c) > mcts_mean(t, best)))
                 best = c;
         }
@@ -1108,14 +1247,15 @@ mcts_id mcts_best(const struct mcts *t)
 
 size_t mcts_node_bytes(void)
 {
-    return sizeof(struct node) + sizeof(struct node_stats);
+    return sizeof(struct node) + sizeof(struct link);
 }
 
 size_t mcts_memory(const struct mcts *t)
 {
-    size_t bytes = sizeof *t +
-                   (t->cap ? t->cap + ARRAY_SHIFT : 0) * (sizeof *t->nodes + sizeof *t->stats) +
-                   t->qcap * sizeof *t->queue + t->nslots * sizeof *t->slots;
+    size_t bytes =
+        sizeof *t + (t->cap ? t->cap + ARRAY_SHIFT : 0) * (sizeof *t->nodes + sizeof *t->links) +
+        (t->last ? t->cap * sizeof *t->last : 0) + (t->slot_of ? t->cap * sizeof *t->slot_of : 0) +
+        t->qcap * sizeof *t->queue + t->nslots * sizeof *t->slots + t->path_cap * sizeof *t->path;
     if (t->payloads) {
         bytes += t->cap * sizeof *t->payloads;
         for (size_t i = 0; i < t->n; i++)
@@ -1237,12 +1377,12 @@ int mcts_save(const struct mcts *t, struct store *store, const char *name)
         sqlite3_reset(st);
         sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
         sqlite3_bind_int64(st, 2, (sqlite3_int64)i);
-        if (x->parent == MCTS_NONE)
+        if (t->links[i].parent == MCTS_NONE)
             sqlite3_bind_null(st, 3);
         else
-            sqlite3_bind_int64(st, 3, x->parent);
-        sqlite3_bind_int64(st, 4, t->stats[i].visits);
-        sqlite3_bind_double(st, 5, t->stats[i].sum);
+            sqlite3_bind_int64(st, 3, t->links[i].parent);
+        sqlite3_bind_int64(st, 4, t->nodes[i].visits);
+        sqlite3_bind_double(st, 5, t->nodes[i].sum);
         sqlite3_bind_double(st, 6, x->max);
         sqlite3_bind_double(st, 7, x->prior);
         sqlite3_bind_int(st, 8, x->state);
@@ -1373,11 +1513,11 @@ int mcts_load(struct mcts *t, struct store *store, const char *name)
         }
         mcts_id nid = node_add(t, root ? MCTS_NONE : (mcts_id)parent, sqlite3_column_double(st, 5));
         struct node *x = &t->nodes[nid];
-        t->stats[nid].visits = (uint32_t)sqlite3_column_int64(st, 2);
-        t->stats[nid].sum = sqlite3_column_double(st, 3);
+        t->nodes[nid].visits = (uint32_t)sqlite3_column_int64(st, 2);
+        t->nodes[nid].sum = sqlite3_column_double(st, 3);
         x->max = (float)sqlite3_column_double(st, 4);
         x->state = sqlite3_column_int(st, 6) == MCTS_TERMINAL ? MCTS_TERMINAL : MCTS_EXPANDABLE;
-        x->flags = (uint8_t)(sqlite3_column_int(st, 7) & F_SAVED);
+        x->flags |= (uint8_t)(sqlite3_column_int(st, 7) & F_SAVED);
         int len = sqlite3_column_bytes(st, 8);
         if (len > 0)
             mcts_set_payload(t, nid, sqlite3_column_blob(st, 8), (size_t)len);

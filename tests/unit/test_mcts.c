@@ -1,7 +1,10 @@
 /* Tests of mcts: a bandit whose visits concentrate on the best arm, PUCT
  * following good priors, progressive widening bounding children, virtual
  * loss spreading concurrent selections, identical trees for identical
- * seeds, a save / load round trip mid-search that continues exactly as an
+ * seeds, the short selection path growing the same tree as the general
+ * one, consistent links and visits whether children are added at once or
+ * over several expansions and whether selections start at the root or
+ * below, a save / load round trip mid-search that continues exactly as an
  * uninterrupted search, late answers from loop timers, exhaustion of a
  * finite tree, max back-up, errors reported by callbacks, and a done
  * callback that frees the search. */
@@ -277,6 +280,123 @@ static void test_same_seed_same_tree(void)
     mcts_free(a);
     mcts_free(b);
     mcts_free(c);
+}
+
+/* Selection has a short path for the common case (mean back-up, one
+ * iteration in flight, children with consecutive ids) beside the general
+ * one. With answers given inside the callbacks only one iteration is ever
+ * in flight, so a search allowing four takes the general path to the very
+ * same tree. */
+static void test_short_path_matches_general_selection(void)
+{
+    struct synth s = {.width = 4, .depth = 7};
+    for (int policy = MCTS_UCT; policy <= MCTS_PUCT; policy++) {
+        struct mcts *t[2] = {NULL, NULL};
+        for (int k = 0; k < 2; k++) {
+            struct mcts_options o;
+            mcts_options_default(&o);
+            o.policy = (enum mcts_policy)policy;
+            o.seed = 5;
+            o.evaluate_children = false;
+            o.max_inflight = k ? 4 : 1;
+            o.budget.iterations = 8000;
+            REQUIRE(mcts_new(&t[k], &o, &synth_cb, &s) == 0);
+            REQUIRE(mcts_run(t[k], NULL) == 0);
+        }
+        CHECK(mcts_size(t[0]) > 1000);
+        uint32_t most = 0; /* past the tables of small counts */
+        for (mcts_id c = mcts_first_child(t[0], 0); c != MCTS_NONE; c = mcts_next_sibling(t[0], c))
+            most = mcts_visits(t[0], c) > most ? mcts_visits(t[0], c) : most;
+        CHECK(most > 1024);
+        CHECK(same_tree(t[0], t[1]));
+        mcts_free(t[0]);
+        mcts_free(t[1]);
+    }
+}
+
+/* ---- links and statistics ------------------------------------------------------------------ */
+
+static int selects;
+
+/* Every third iteration starts from the newest node instead of the root. */
+static mcts_id select_newest(struct mcts *t, void *ud)
+{
+    (void)ud;
+    return ++selects % 3 == 0 ? (mcts_id)(mcts_size(t) - 1) : MCTS_NONE;
+}
+
+static const struct mcts_callbacks synth_select_cb = {
+    .expand = synth_expand,
+    .evaluate = synth_evaluate,
+    .terminal = synth_terminal,
+    .select = select_newest,
+};
+
+/* Checks every node's children (in order, each pointing back to it, all
+ * counted) and visits (a value backed up through a child went through its
+ * parent, and an internal node's own evaluation adds one); returns how many
+ * nodes have children whose ids are not consecutive. */
+static int check_links(const struct mcts *t)
+{
+    size_t n = mcts_size(t), children = 0;
+    int scattered = 0;
+    bool ok = true;
+    for (mcts_id i = 0; i < n && ok; i++) {
+        uint64_t visits = 0;
+        unsigned count = 0;
+        mcts_id first = mcts_first_child(t, i), prev = i;
+        for (mcts_id c = first; c != MCTS_NONE && ok; c = mcts_next_sibling(t, c)) {
+            ok = mcts_parent(t, c) == i && c > prev && c < n;
+            prev = c;
+            count++;
+            visits += mcts_visits(t, c);
+        }
+        children += count;
+        ok = ok && count == mcts_child_count(t, i);
+        if (ok && count) {
+            ok = mcts_visits(t, i) == visits + (i != 0 && mcts_has_value(t, i));
+            scattered += prev - first + 1 != count;
+        }
+    }
+    CHECK(ok);
+    CHECK_EQ_INT(children, n - 1);
+    return scattered;
+}
+
+static void test_links_and_visits_stay_consistent(void)
+{
+    struct synth s = {.width = 4, .depth = 6};
+    struct {
+        enum mcts_policy policy;
+        double widen_k;
+        bool select, evaluate_children;
+    } runs[] = {
+        {MCTS_UCT, 0, false, true},   /* children added all at once */
+        {MCTS_PUCT, 1, false, false}, /* widening: over several expansions */
+        {MCTS_UCT, 2, true, false},   /* and selections starting below the root */
+    };
+    for (size_t r = 0; r < sizeof runs / sizeof runs[0]; r++) {
+        struct mcts_options o;
+        mcts_options_default(&o);
+        o.policy = runs[r].policy;
+        o.widen_k = runs[r].widen_k;
+        o.evaluate_children = runs[r].evaluate_children;
+        o.seed = 3;
+        o.budget.iterations = 2000;
+        selects = 0;
+        struct mcts *t = NULL;
+        REQUIRE(mcts_new(&t, &o, runs[r].select ? &synth_select_cb : &synth_cb, &s) == 0);
+        REQUIRE(mcts_run(t, NULL) == 0);
+        CHECK(mcts_size(t) > 300);
+        int scattered = check_links(t);
+        if (runs[r].widen_k > 0)
+            CHECK(scattered > 0);
+        else
+            CHECK_EQ_INT(scattered, 0);
+        if (runs[r].select)
+            CHECK(selects > 600);
+        mcts_free(t);
+    }
 }
 
 /* ---- persistence ------------------------------------------------------------------------ */
@@ -658,6 +778,8 @@ int main(void)
     RUN(test_puct_follows_priors);
     RUN(test_widening_bounds_children);
     RUN(test_same_seed_same_tree);
+    RUN(test_short_path_matches_general_selection);
+    RUN(test_links_and_visits_stay_consistent);
     RUN(test_save_load_mid_search);
     RUN(test_async_answers_from_loop_timers);
     RUN(test_virtual_loss_spreads_selections);
