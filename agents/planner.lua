@@ -16,8 +16,13 @@
 -- size and the number of parameters changed follow how promising the node
 -- is among the results in memory: small steps around good nodes, bigger
 -- jumps away from poor ones; some ideas jump to a random point of the space
--- (is_jump below). A proposal equal to anything tried or proposed
--- before (or to another proposal) is drawn again, so no idea repeats.
+-- (is_jump below). Once a few results are scored, each idea is chosen from
+-- CANDIDATES such proposals, plus recombinations of the best results'
+-- settings, as the one a density model of the results (lib.tpe: a
+-- tree-structured Parzen estimator) rates likeliest to join the best. A
+-- proposal equal to anything tried or proposed before (or to another
+-- proposal), or like a change that made no difference before, is drawn
+-- again, so no idea repeats.
 -- llm: asks the model for ideas, grounded in TASK.md, the node's code,
 -- parameters and results, recalled memory and past labels (prompts in
 -- agents/prompts/planner_*.md).
@@ -26,8 +31,11 @@ local space_lib = require("lib.space")
 local history = require("lib.history")
 local prompt = require("lib.prompt")
 local util = require("lib.util")
+local tpe = require("lib.tpe")
 
 local MAX_DRAWS = 200 -- draws per idea before giving up on that slot
+local CANDIDATES = 32 -- candidates the density model chooses each idea from
+local COMBINE_SHARE = 0.4 -- share of candidates drawn from the good results' density
 
 -- Where the node stands among the scored results: 1 best, 0 worst, 0.5 unknown.
 local function promise(node, scored, sign)
@@ -51,6 +59,63 @@ local JUMP_SHARE = 0.3
 local function is_jump(input, index, rng)
   if input.draft then return index % 2 == 0 end
   return rng.uniform() < JUMP_SHARE
+end
+
+-- Changes that made no difference: pairs of scored results with exactly
+-- the same metric that differ in at most NO_EFFECT_PARAMS parameters
+-- (typically a parameter the current setting does not use, such as a
+-- feature map's width while another feature map is chosen).
+local NO_EFFECT_PARAMS = 3
+
+local NO_EFFECT_WINDOW = 40 -- latest results per metric value compared in pairs
+local NO_EFFECT_MAX = 64     -- pairs kept, at most
+
+local function no_effect_pairs(space, scored)
+  -- only results with the same metric can pair: group them by it, and
+  -- keep the comparisons bounded in long runs (many failures share 0)
+  local groups, order = {}, {}
+  for _, r in ipairs(scored) do
+    local g = groups[r.metric]
+    if not g then
+      g = {}
+      groups[r.metric] = g
+      order[#order + 1] = r.metric
+    end
+    g[#g + 1] = r
+  end
+  local pairs_ = {}
+  for o = #order, 1, -1 do -- the latest metric values first
+    local g = groups[order[o]]
+    for i = math.max(1, #g - NO_EFFECT_WINDOW + 1), #g do
+      for j = i + 1, #g do
+        local a, b = g[i], g[j]
+        local diff, nd = {}, 0
+        for _, sp in ipairs(space) do
+          if a.params[sp.name] ~= b.params[sp.name] then diff[sp.name] = true; nd = nd + 1 end
+        end
+        if nd > 0 and nd <= NO_EFFECT_PARAMS then
+          pairs_[#pairs_ + 1] = { a = a.params, b = b.params, diff = diff }
+          if #pairs_ >= NO_EFFECT_MAX then return pairs_ end
+        end
+      end
+    end
+  end
+  return pairs_
+end
+
+-- Whether params differs from one result of such a pair only in the
+-- parameters that pair differed in: a change like one that did nothing.
+local function like_no_effect(space, inert, params)
+  for _, pair in ipairs(inert) do
+    for _, r in ipairs({ pair.a, pair.b }) do
+      local same = true
+      for _, sp in ipairs(space) do
+        if params[sp.name] ~= r[sp.name] and not pair.diff[sp.name] then same = false; break end
+      end
+      if same then return true end
+    end
+  end
+  return false
 end
 
 local function describe_changes(space, before, after, changed)
@@ -96,17 +161,24 @@ local function offline(ctx, input)
     if sign * r.metric > sign * best.metric then best = r end
   end
 
-  local ideas = {}
-  local exhausted = 0
-  while #ideas < k and exhausted < k do
-    local found
+  local inert = no_effect_pairs(space, scored)
+  local model -- set below, once the draws can use it
+  -- one candidate for the next idea: a step from the node or a jump,
+  -- never anything seen or vetoed; nil when the draws run out
+  local function draw_one(index)
     for draw = 1, MAX_DRAWS do
       -- widen the search when the neighbourhood is used up
       local widen = 1 + draw / 40
       local nchange = rng.uniform() < 0.35 + 0.45 * p and 1 or (rng.uniform() < 0.7 and 2 or 3)
       local params, changed
-      local jump = is_jump(input, #ideas, rng)
-      if jump then
+      local jump = is_jump(input, index, rng)
+      local combine = model and not jump and rng.uniform() < COMBINE_SHARE
+      if combine then
+        params, changed = model.sample(rng, base), {}
+        for _, sp in ipairs(space) do
+          if params[sp.name] ~= base[sp.name] then changed[#changed + 1] = sp.name end
+        end
+      elseif jump then
         params, changed = util.copy(base), {}
         for name, v in pairs(space_lib.sample(space, rng)) do
           if v ~= base[name] then params[name] = v; changed[#changed + 1] = name end
@@ -119,9 +191,28 @@ local function offline(ctx, input)
       local vetoed = #changed > 0 and not seen[key] and
         history.vetoed_like(space, { title = "Change " .. table.concat(changed, " and "), params = params }, vetoes)
       if vetoed then seen[key] = true end
+      if #changed > 0 and not seen[key] and like_no_effect(space, inert, params) then seen[key] = true end
       if #changed > 0 and not seen[key] then
-        found = { params = params, changed = changed, key = key, jump = jump }
-        break
+        return { params = params, changed = changed, key = key, jump = jump, combine = combine }
+      end
+    end
+    return nil
+  end
+
+  -- with enough results, each idea is the candidate the density model of
+  -- the results (lib.tpe) rates likeliest to be among the best
+  model = tpe.fit(space, scored, sign)
+  local ideas = {}
+  local exhausted = 0
+  while #ideas < k and exhausted < k do
+    local found = draw_one(#ideas)
+    if found and model then
+      found.score = model.score(found.params)
+      for _ = 2, CANDIDATES do
+        local other = draw_one(#ideas)
+        if not other then break end
+        other.score = model.score(other.params)
+        if other.score > found.score then found = other end
       end
     end
     if not found then
@@ -141,7 +232,10 @@ local function offline(ctx, input)
         or (p >= 0.34 and "a moderate step" or "a larger jump away from a weak setting")
       step = string.format("%s (step %.2f of each range)", step, sigma)
       local title = "Change " .. table.concat(found.changed, " and ")
-      if found.jump then
+      if found.combine then
+        step = "a combination of the settings of the best results so far"
+        title = string.format("Combine the best settings: %d parameters changed", #found.changed)
+      elseif found.jump then
         step = "a jump to a point drawn from the whole space"
         title = string.format("%s: a fresh setting of %d parameters",
           input.draft and string.format("Draft %d", #ideas + 1) or "Jump", #found.changed)
@@ -151,8 +245,11 @@ local function offline(ctx, input)
         hypothesis = string.format("Setting %s should %s %s.", table.concat(changes, ", "),
           task.goal == "minimize" and "lower" or "raise", metric),
         changes = changes,
-        rationale = string.format("%s This is %s%s.", standing, step,
-          best and string.format("; the best so far is %s", util.fmt(best.metric)) or ""),
+        rationale = string.format("%s This is %s%s.%s", standing, step,
+          best and string.format("; the best so far is %s", util.fmt(best.metric)) or "",
+          found.score and string.format(" Of %d candidates, the density model of the %d scored results " ..
+            "rated it likeliest to join the best %d (log ratio %.2f).", CANDIDATES, #scored,
+            #model.good, found.score) or ""),
         params = found.params,
       }
     end

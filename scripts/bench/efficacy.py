@@ -111,8 +111,11 @@ def main():
             print(f"{task}: best {metric} after {n} experiments ({goal}; baseline {base:.4f})")
             print(f"  tree search    {fmt(tree)}")
             print(f"  random search  {fmt(rand)}")
+            diffs = [sign * (a - b) for a, b in zip(tree, rand)]
+            se = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else float("nan")
             print(f"  tree search better on {wins} of {seeds} seeds; mean difference "
-                  f"{statistics.mean(tree) - statistics.mean(rand):+.4f}")
+                  f"{statistics.mean(tree) - statistics.mean(rand):+.4f} "
+                  f"(paired standard error {se:.4f})")
             # overhead: one job, so sandbox times do not overlap; with full
             # isolation the time outside includes creating each sandbox, with
             # isolation "none" it is the orchestrator's own (agents, store, git)

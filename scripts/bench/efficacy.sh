@@ -4,7 +4,9 @@
 # search over the same space with the same budget, over several seeds (mean
 # and spread), and the orchestrator's own overhead per experiment (wall time
 # outside the sandbox; offline, so no model time). Prints figures only.
-# Usage: scripts/bench/efficacy.sh [N=20] [SEEDS=5] [JOBS=2]
+# Usage: scripts/bench/efficacy.sh [N=20] [SEEDS=5] [JOBS=1]
+# With one job a seed always gives the same run; with more, the order in
+# which experiments finish varies and so do the runs.
 # THALAMUS_BIN picks the binary (default: build/bin/thalamus).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -13,4 +15,4 @@ if [ ! -x "$bin" ]; then
   echo "efficacy: no thalamus at '$bin'; run scripts/build.sh first or set THALAMUS_BIN" >&2
   exit 1
 fi
-exec python3 scripts/bench/efficacy.py "$bin" "${1:-20}" "${2:-5}" "${3:-2}"
+exec python3 scripts/bench/efficacy.py "$bin" "${1:-20}" "${2:-5}" "${3:-1}"

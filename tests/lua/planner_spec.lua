@@ -131,6 +131,80 @@ return {
         end
       end },
 
+      { "the density model rates settings like the best results above the rest", function()
+        local tpe = require("lib.tpe")
+        local sp = space_lib.from_task(ctx.task)
+        local rng = require("lib.util").rng("tpe")
+        local scored = {}
+        for i = 1, 16 do
+          local p = space_lib.sample(sp, rng)
+          scored[i] = { params = p, metric = score(p) }
+        end
+        spec.eq(tpe.fit(sp, { scored[1], scored[2] }, 1), nil, "no model from two results")
+        local model = tpe.fit(sp, scored, 1)
+        table.sort(scored, function(a, b) return a.metric > b.metric end)
+        spec.eq(#model.good, 4, "the best quarter counts as good")
+        spec.ok(model.score(scored[1].params) > model.score(scored[16].params),
+          "the best result rated above the worst")
+        -- minimising turns the ranking around
+        local low = tpe.fit(sp, scored, -1)
+        spec.ok(low.score(scored[16].params) > low.score(scored[1].params), "minimising: the lowest rated first")
+      end },
+
+      { "with scored results, ideas lean towards the best results", function()
+        local sp = space_lib.from_task(ctx.task)
+        local rng = require("lib.util").rng("lean")
+        local history, uniform = {}, 0
+        for i = 1, 16 do
+          local p = space_lib.sample(sp, rng)
+          p.seed = 7
+          history[i] = { params = p, metric = score(p), status = "ok" }
+          uniform = uniform + score(space_lib.sample(sp, rng)) / 16
+        end
+        -- work from the worst result, so that its neighbourhood does not help
+        table.sort(history, function(a, b) return a.metric < b.metric end)
+        local node = { id = "w", params = history[1].params, metric = history[1].metric }
+        local total, n = 0, 0
+        for s = 1, 4 do
+          local out = agents.call("planner", { node = node, k = 3, history = history, seed = s })
+          for _, idea in ipairs(out.ideas) do
+            total, n = total + score(idea.params), n + 1
+            spec.ok(idea.rationale:find("density model", 1, true), "the rationale says how it was chosen")
+          end
+        end
+        spec.ok(total / n > uniform + 0.1, string.format("ideas score %.3f on average, uniform points %.3f",
+          total / n, uniform))
+      end },
+
+      { "a change like one that made no difference is not proposed again", function()
+        local base = thalamus.json.decode(thalamus.workspace.read("experiment/params.json"))
+        local other = require("lib.util").copy(base)
+        other.momentum = base.momentum == 0.9 and 0.1 or 0.9
+        -- only momentum changed between the two; count ideas from base
+        -- that change momentum alone
+        local function momentum_only(history)
+          local count = 0
+          for s = 1, 6 do
+            local out = agents.call("planner", { node = { id = "b", params = base, metric = 0.5 }, k = 6,
+              history = history, seed = s })
+            for _, idea in ipairs(out.ideas) do
+              local differs = {}
+              for name, v in pairs(idea.params) do
+                if v ~= base[name] then differs[#differs + 1] = name end
+              end
+              if #differs == 1 and differs[1] == "momentum" then count = count + 1 end
+            end
+          end
+          return count
+        end
+        local changed = momentum_only({ { params = base, metric = 0.5, status = "ok" },
+                                        { params = other, metric = 0.6, status = "ok" } })
+        spec.ok(changed > 0, "with an effect, momentum alone is still changed")
+        spec.eq(momentum_only({ { params = base, metric = 0.5, status = "ok" },
+                                { params = other, metric = 0.5, status = "ok" } }), 0,
+          "momentum alone changed again after it made no difference")
+      end },
+
       { "ideas pass the runtime's checks and say why", function()
         local out = agents.call("planner", { k = 2 })
         for _, idea in ipairs(out.ideas) do
