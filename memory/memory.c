@@ -286,6 +286,7 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_FTS_COUNT_CAPPED] = "SELECT count(*) FROM (SELECT rowid FROM memory_fts"
                             " WHERE memory_fts MATCH ?1 LIMIT ?2)",
     [ST_VOCAB_DOC] = "SELECT doc FROM memory_vocab WHERE term = ?1",
+    [ST_DATA_VERSION] = "PRAGMA data_version",
     [ST_REF_ADD] = "INSERT OR IGNORE INTO memory_refs(key, item_id, type) VALUES (?1, ?2, ?3)",
     [ST_REFS_FOR_KEY] = "SELECT item_id, type FROM memory_refs WHERE key = ?1",
     [ST_BULK_START] = "INSERT INTO memory_bulk(base)"
@@ -405,6 +406,15 @@ static int64_t real_clock(void *ud)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* A rollback takes back writes that the counts and caches of m may have
+ * seen: they are read again. Runs inside SQLite: touches only m. */
+static void on_rollback(void *ud)
+{
+    struct memory *m = ud;
+    m->items_total = -1;
+    memory_df_cache_stale(m->df);
+}
+
 /* Checkpoints the write-ahead log as SQLite's automatic checkpoint does
  * (once it holds WAL_CHECKPOINT_FRAMES pages), except after the access
  * update of a recall: a checkpoint copies the log into the database and
@@ -445,6 +455,7 @@ int memory_new(struct memory **out, struct store *store, const struct memory_par
         return rc;
     }
     sqlite3_wal_hook(m->db, wal_hook, m);
+    sqlite3_rollback_hook(m->db, on_rollback, m);
     /* recall reads the document size (BM25's length normalisation) of every
      * item a query's words hold, at random places of the index, and each
      * candidate's entry in memory_items_score: a page cache that holds
@@ -467,6 +478,8 @@ void memory_free(struct memory *m)
     for (int i = 0; i < ST_COUNT; i++)
         sqlite3_finalize(m->stmts[i]);
     memory_tokenizer_free(m->tok);
+    memory_df_cache_free(m->df);
+    sqlite3_rollback_hook(m->db, NULL, NULL);
     /* the connection outlives m: back to SQLite's own checkpointing */
     sqlite3_wal_autocheckpoint(m->db, WAL_CHECKPOINT_FRAMES);
     free(m);

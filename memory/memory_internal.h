@@ -35,6 +35,7 @@ enum memory_stmt {
     ST_FTS_CANDIDATES_KIND,
     ST_MAX_ID,
     ST_VOCAB_DOC,
+    ST_DATA_VERSION,
     ST_FTS_COUNT_CAPPED,
     ST_REF_ADD,
     ST_REFS_FOR_KEY,
@@ -60,7 +61,16 @@ struct memory {
     long common_window;
     struct memory_tokenizer *tok;
     long items_total; /* cached document count for IDF, -1: unknown */
+    /* document frequencies of terms, kept between similarity calls while
+     * the store is unchanged (see memory_similar.c) */
+    struct memory_df_cache *df;
 };
+
+/* Frees the document frequency cache of memory_similar.c (NULL: none). */
+void memory_df_cache_free(struct memory_df_cache *c);
+
+/* Marks that cache (NULL: none) as out of date. */
+void memory_df_cache_stale(struct memory_df_cache *c);
 
 /* The cached statement for id, prepared on first use from its SQL and reset
  * with bindings cleared; NULL (with error_set) when preparing fails. */

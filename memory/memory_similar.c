@@ -191,11 +191,20 @@ static void termvec_free(struct termvec *v)
     memset(v, 0, sizeof *v);
 }
 
-/* Document frequencies looked up during one call, by term. */
-struct df_cache {
+/* Document frequencies looked up, by term. The cache lives in struct
+ * memory and holds while the store is unchanged: a write by this
+ * connection changes sqlite3_total_changes64() (an item's terms are
+ * indexed by the statement that writes the item, or by a bulk load's own
+ * INSERT), one by another connection changes PRAGMA data_version, and a
+ * rollback (which takes back changes without lowering the count) marks the
+ * cache stale through the connection's rollback hook (memory.c). The
+ * novelty check of several ideas in a row then reads each term once. */
+struct memory_df_cache {
     char **keys;
     long *values;
     size_t cap, used;
+    sqlite3_int64 changes; /* sqlite3_total_changes64() when filled */
+    long data_version;     /* PRAGMA data_version when filled */
 };
 
 static uint64_t hash_str(const char *s)
@@ -206,10 +215,10 @@ static uint64_t hash_str(const char *s)
     return h;
 }
 
-static long *df_slot(struct df_cache *c, const char *term, bool *found)
+static long *df_slot(struct memory_df_cache *c, const char *term, bool *found)
 {
     if (c->used * 2 >= c->cap) {
-        struct df_cache bigger = {0};
+        struct memory_df_cache bigger = {0};
         bigger.cap = c->cap ? c->cap * 2 : 256;
         bigger.keys = xcalloc(bigger.cap, sizeof *bigger.keys);
         bigger.values = xcalloc(bigger.cap, sizeof *bigger.values);
@@ -223,6 +232,8 @@ static long *df_slot(struct df_cache *c, const char *term, bool *found)
             bigger.values[j] = c->values[i];
         }
         bigger.used = c->used;
+        bigger.changes = c->changes;
+        bigger.data_version = c->data_version;
         free(c->keys);
         free(c->values);
         *c = bigger;
@@ -238,12 +249,57 @@ static long *df_slot(struct df_cache *c, const char *term, bool *found)
     return &c->values[j];
 }
 
-static void df_cache_free(struct df_cache *c)
+static void df_cache_clear(struct memory_df_cache *c)
 {
     for (size_t i = 0; i < c->cap; i++)
         free(c->keys[i]);
     free(c->keys);
     free(c->values);
+    c->keys = NULL;
+    c->values = NULL;
+    c->cap = c->used = 0;
+}
+
+void memory_df_cache_free(struct memory_df_cache *c)
+{
+    if (!c)
+        return;
+    df_cache_clear(c);
+    free(c);
+}
+
+void memory_df_cache_stale(struct memory_df_cache *c)
+{
+    if (c)
+        c->changes = -1;
+}
+
+/* The cache of m, emptied when the store changed since it was filled. */
+static int df_cache_get(struct memory *m, struct memory_df_cache **out)
+{
+    if (!m->df)
+        m->df = xcalloc(1, sizeof *m->df);
+    struct memory_df_cache *c = m->df;
+    sqlite3_stmt *st = memory_stmt(m, ST_DATA_VERSION);
+    if (!st)
+        return TH_ERR;
+    if (sqlite3_step(st) != SQLITE_ROW) {
+        sqlite3_reset(st);
+        return memory_db_error(m, "read the version of");
+    }
+    long version = (long)sqlite3_column_int64(st, 0);
+    sqlite3_reset(st);
+    sqlite3_int64 changes = sqlite3_total_changes64(m->db);
+    if (c->changes != changes || c->data_version != version) {
+        df_cache_clear(c);
+        /* this connection keeps its count of items up to date itself */
+        if (c->data_version != version)
+            m->items_total = -1;
+        c->changes = changes;
+        c->data_version = version;
+    }
+    *out = c;
+    return 0;
 }
 
 static int items_total(struct memory *m, long *out)
@@ -263,7 +319,8 @@ static int items_total(struct memory *m, long *out)
     return 0;
 }
 
-static int doc_frequency(struct memory *m, struct df_cache *cache, const char *term, long *out)
+static int doc_frequency(struct memory *m, struct memory_df_cache *cache, const char *term,
+                         long *out)
 {
     bool found;
     long *slot = df_slot(cache, term, &found);
@@ -286,7 +343,7 @@ static int doc_frequency(struct memory *m, struct df_cache *cache, const char *t
 
 /* Tokenizes text into a sorted vector of distinct terms with TF-IDF weights
  * and its Euclidean norm. */
-static int termvec_build(struct memory *m, struct df_cache *cache, const char *text,
+static int termvec_build(struct memory *m, struct memory_df_cache *cache, const char *text,
                          struct termvec *v)
 {
     memset(v, 0, sizeof *v);
@@ -349,17 +406,16 @@ static double termvec_cosine(const struct termvec *a, const struct termvec *b)
 
 int memory_text_similarity(struct memory *m, const char *a, const char *b, double *out)
 {
-    struct df_cache cache = {0};
+    struct memory_df_cache *cache;
     struct termvec va, vb;
-    int rc = termvec_build(m, &cache, a, &va);
-    if (rc == 0) {
-        if ((rc = termvec_build(m, &cache, b, &vb)) == 0) {
+    int rc = df_cache_get(m, &cache);
+    if (rc == 0 && (rc = termvec_build(m, cache, a, &va)) == 0) {
+        if ((rc = termvec_build(m, cache, b, &vb)) == 0) {
             *out = termvec_cosine(&va, &vb);
             termvec_free(&vb);
         }
         termvec_free(&va);
     }
-    df_cache_free(&cache);
     return rc;
 }
 
@@ -387,7 +443,7 @@ int memory_similar(struct memory *m, const char *text, const char *kind, double 
     int rc = memory_clean_text(&clean, text, MEMORY_MAX_TEXT, "text", NULL);
     if (rc < 0)
         return rc;
-    struct df_cache cache = {0};
+    struct memory_df_cache *cache = NULL;
     struct termvec qv = {0};
     struct memory_match *list = NULL;
     struct memory_keyword_hit *cands = NULL;
@@ -400,7 +456,7 @@ int memory_similar(struct memory *m, const char *text, const char *kind, double 
     if ((rc = memory_keyword_search(m, clean.data, kind, limit, &cands, &ncands)) < 0 ||
         ncands == 0)
         goto cleanup;
-    if ((rc = termvec_build(m, &cache, clean.data, &qv)) < 0)
+    if ((rc = df_cache_get(m, &cache)) < 0 || (rc = termvec_build(m, cache, clean.data, &qv)) < 0)
         goto cleanup;
     if (sqlite3_prepare_v2(m->db, "SELECT kind, title, text FROM memory_items WHERE id = ?1", -1,
                            &st, NULL) != SQLITE_OK) {
@@ -421,7 +477,7 @@ int memory_similar(struct memory *m, const char *text, const char *kind, double 
         const char *body = (const char *)sqlite3_column_text(st, 2);
         char *doc = xasprintf("%s\n%s", title ? title : "", body ? body : "");
         struct termvec dv;
-        rc = termvec_build(m, &cache, doc, &dv);
+        rc = termvec_build(m, cache, doc, &dv);
         free(doc);
         if (rc < 0)
             goto cleanup;
@@ -447,7 +503,6 @@ cleanup:
     sqlite3_finalize(st);
     free(cands);
     termvec_free(&qv);
-    df_cache_free(&cache);
     buf_free(&clean);
     if (rc < 0) {
         memory_matches_free(list, len);

@@ -749,6 +749,63 @@ static void test_similar_for_novelty(void)
     close_fixture(&f);
 }
 
+/* The similarity of a and b as a memory opened afresh on name computes it
+ * (nothing cached). */
+static double cold_similarity(const char *name, const char *a, const char *b)
+{
+    struct fixture g;
+    open_fixture(&g, name, false);
+    double sim = -1;
+    REQUIRE(memory_text_similarity(g.mem, a, b, &sim) == 0);
+    close_fixture(&g);
+    return sim;
+}
+
+/* Document frequencies are kept between similarity calls: every kind of
+ * change to the store must still show. */
+static void test_similarity_follows_every_write(void)
+{
+    const char *db = "simcache.db";
+    const char *a = "dropout against overfitting", *b = "dropout and a larger batch";
+    struct fixture f;
+    open_fixture(&f, db, true);
+    add(f.mem, "note", "", "dropout layers", 0.5);
+    add(f.mem, "note", "", "batch size", 0.5);
+    add(f.mem, "note", "", "weight decay", 0.5);
+    double before, sim, inside;
+    REQUIRE(memory_text_similarity(f.mem, a, b, &before) == 0);
+    CHECK_NEAR(before, cold_similarity(db, a, b));
+
+    /* this connection's writes: "dropout" grows common and weighs less */
+    for (int i = 0; i < 5; i++)
+        add(f.mem, "note", "", "dropout again", 0.5);
+    REQUIRE(memory_text_similarity(f.mem, a, b, &sim) == 0);
+    CHECK(fabs(sim - before) > 1e-6);
+    CHECK_NEAR(sim, cold_similarity(db, a, b));
+    before = sim;
+
+    /* writes taken back by a rollback leave no trace */
+    REQUIRE(memory_begin(f.mem) == 0);
+    for (int i = 0; i < 5; i++)
+        add(f.mem, "note", "", "overfitting overfitting", 0.5);
+    REQUIRE(memory_text_similarity(f.mem, a, b, &inside) == 0);
+    CHECK(fabs(inside - before) > 1e-6);
+    memory_rollback(f.mem);
+    REQUIRE(memory_text_similarity(f.mem, a, b, &sim) == 0);
+    CHECK_NEAR(sim, before);
+
+    /* another connection's writes */
+    struct fixture g;
+    open_fixture(&g, db, false);
+    for (int i = 0; i < 5; i++)
+        add(g.mem, "note", "", "a larger batch", 0.5);
+    close_fixture(&g);
+    REQUIRE(memory_text_similarity(f.mem, a, b, &sim) == 0);
+    CHECK(fabs(sim - before) > 1e-6);
+    CHECK_NEAR(sim, cold_similarity(db, a, b));
+    close_fixture(&f);
+}
+
 static void test_embeddings_fused_by_reciprocal_rank(void)
 {
     struct fixture f;
@@ -1368,6 +1425,7 @@ int main(void)
     RUN(test_hebbian_update_and_decay);
     RUN(test_keys_references_and_forget);
     RUN(test_similar_for_novelty);
+    RUN(test_similarity_follows_every_write);
     RUN(test_embeddings_fused_by_reciprocal_rank);
     RUN(test_quantized_cosines);
     RUN(test_reader_during_write);
