@@ -162,7 +162,9 @@ local function offline(ctx, input)
   end
 
   local inert = no_effect_pairs(space, scored)
-  local model -- set below, once the draws can use it
+  -- with enough results, each idea is the candidate the density model of
+  -- the results (lib.tpe) rates likeliest to be among the best
+  local model = tpe.fit(space, scored, sign)
   -- one candidate for the next idea: a step from the node or a jump,
   -- never anything seen or vetoed; nil when the draws run out
   local function draw_one(index)
@@ -199,9 +201,6 @@ local function offline(ctx, input)
     return nil
   end
 
-  -- with enough results, each idea is the candidate the density model of
-  -- the results (lib.tpe) rates likeliest to be among the best
-  model = tpe.fit(space, scored, sign)
   local ideas = {}
   local exhausted = 0
   while #ideas < k and exhausted < k do
