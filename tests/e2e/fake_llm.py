@@ -40,6 +40,21 @@ import threading
 import time
 
 
+def system_of(record):
+    """The system messages of a recorded chat request, joined."""
+    return _role_text(record, "system")
+
+
+def user_of(record):
+    """The user messages of a recorded chat request, joined."""
+    return _role_text(record, "user")
+
+
+def _role_text(record, role):
+    msgs = (record.get("json") or {}).get("messages") or []
+    return " ".join(m.get("content", "") for m in msgs if m.get("role") == role)
+
+
 def _words(text):
     """Splits text into stream chunks that join back to it exactly."""
     out, cur = [], ""

@@ -20,19 +20,9 @@ import subprocess
 import time
 import unittest
 
-from fake_llm import FakeLLM
+from fake_llm import FakeLLM, system_of, user_of
 from harness import BIN
 from test_run import RunCase, can_isolate
-
-
-def system_of(record):
-    msgs = (record.get("json") or {}).get("messages") or []
-    return " ".join(m.get("content", "") for m in msgs if m.get("role") == "system")
-
-
-def user_of(record):
-    msgs = (record.get("json") or {}).get("messages") or []
-    return " ".join(m.get("content", "") for m in msgs if m.get("role") == "user")
 
 
 def reply(obj):

@@ -9,7 +9,7 @@ import os
 import re
 import unittest
 
-from fake_llm import FakeLLM
+from fake_llm import FakeLLM, system_of, user_of
 from test_run import RunCase, can_isolate
 
 TRAIN = """import json
@@ -24,16 +24,6 @@ print("score", score(p))
 
 BROKEN = TRAIN.replace('return p["x"] * 2', 'return p["x"] * 2 / (p["x"] - p["x"])')
 FIXED = TRAIN.replace('return p["x"] * 2', 'return p["x"] * 3')
-
-
-def system_of(record):
-    msgs = (record.get("json") or {}).get("messages") or []
-    return " ".join(m.get("content", "") for m in msgs if m.get("role") == "system")
-
-
-def user_of(record):
-    msgs = (record.get("json") or {}).get("messages") or []
-    return " ".join(m.get("content", "") for m in msgs if m.get("role") == "user")
 
 
 def reply(obj):
