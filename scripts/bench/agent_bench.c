@@ -23,6 +23,7 @@
 #include "config.h"
 #include "error.h"
 #include "loop.h"
+#include "bench_clock.h"
 
 static int remaining, failures;
 static struct loop *loop;
@@ -35,20 +36,6 @@ static void on_done(struct agent_task *t, const struct agent_result *res, void *
         fprintf(stderr, "agent_bench: an agent failed: %s\n", res->error);
     if (--remaining == 0)
         loop_stop(loop);
-}
-
-static double wall(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static double cpu(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 static long rss_kib(void)

@@ -25,22 +25,9 @@
 #include "error.h"
 #include "loop.h"
 #include "mcts.h"
+#include "bench_clock.h"
 
 #define WIDTH 4
-
-static double wall(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static double cpu(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static uint64_t mix(uint64_t z)
 {
