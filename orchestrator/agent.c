@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "alloc.h"
@@ -47,6 +48,13 @@ static const char proto_key = 0; /* registry: the prototype of an environment */
 static void task_resume(struct agent_task *t, int nargs);
 static void task_deliver(struct agent_task *t);
 static void task_free(struct agent_task *t);
+
+static double monotonic_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
 
 /* ---- memory and instructions ------------------------------------------- */
 
@@ -1038,7 +1046,10 @@ static void task_start(struct agent_task *t)
 {
     t->attempts++;
     struct start_args a = {t, 0};
-    if (protect(t->rt, start_protected, &a) < 0) {
+    double t0 = monotonic_seconds();
+    int rc = protect(t->rt, start_protected, &a);
+    t->busy += monotonic_seconds() - t0;
+    if (rc < 0) {
         task_fail_now(t, "cannot start agent '%s': %s", t->def->name, error_message());
         return;
     }
@@ -1194,7 +1205,9 @@ static void task_resume(struct agent_task *t, int nargs)
     rt->doomed = false;
     t->state = TASK_RUNNING;
     int nres = 0;
+    double t0 = monotonic_seconds();
     int st = lua_resume(t->co, NULL, nargs, &nres);
+    t->busy += monotonic_seconds() - t0;
     rt->current = prev;
     rt->slice_used = used;
     rt->doomed = doomed;
@@ -1221,6 +1234,7 @@ static void task_deliver(struct agent_task *t)
     if (t->parent) {
         struct agent_task *parent = t->parent;
         struct agent_children *ch = parent->wait.data;
+        parent->busy += t->busy;
         if (--ch->pending == 0)
             agent_wake(parent); /* may free t: nothing after this */
         return;
@@ -1233,7 +1247,12 @@ static void task_deliver(struct agent_task *t)
             .traceback = t->traceback,
             .agent = t->def ? t->def->name : "?",
             .attempts = t->attempts,
+            .seconds = monotonic_seconds() - t->started,
+            .busy = t->busy,
         };
+        /* what each call costs, for agent authors (-v) and benchmarks */
+        log_debug("agent '%s' %s after %.3f ms, %.3f ms of it running", res.agent,
+                  t->rc < 0 ? "failed" : "answered", 1000 * res.seconds, 1000 * res.busy);
         if (t->rc < 0)
             error_setc(t->rc, "%s", t->error);
         t->cb(t, &res, t->ud);
@@ -1505,6 +1524,7 @@ int agent_start(struct agent_runtime *rt, const char *name, const cJSON *input,
         return error_prefix("agent '%s' (%s)", name, def->role);
     }
     struct agent_task *t = task_new(rt, TASK_AGENT, def);
+    t->started = monotonic_seconds();
     t->input = in;
     t->run = o && o->run ? xstrdup(o->run) : NULL;
     t->node = o && o->node ? xstrdup(o->node) : NULL;

@@ -103,6 +103,9 @@ struct agent_result {
     const char *traceback; /* the Lua traceback of the failure, or NULL */
     const char *agent;     /* the agent's name */
     int attempts;          /* coder: runs until the edits applied (1 normally) */
+    double seconds;        /* wall time from agent_start() to this result */
+    double busy;           /* of which running the agent's code (and its sub-calls), not
+                              waiting for models, tools or the event loop */
 };
 
 typedef void (*agent_done_cb)(struct agent_task *task, const struct agent_result *res, void *ud);

@@ -71,6 +71,8 @@ struct agent_task {
     char *run, *node;
     int depth;
     int attempts; /* coder: runs so far */
+    double started; /* agent_start(): CLOCK_MONOTONIC seconds */
+    double busy;    /* seconds spent running it (and the calls it waited for) */
     struct agent_wait wait;
     bool in_ready;
 

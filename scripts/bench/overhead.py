@@ -3,12 +3,17 @@ research loop of the classifier template with one job, N experiments, with
 sandbox.isolation "none" and "full", REPS times each, and prints the
 orchestrator's own time per experiment: the run's wall time minus the time
 the experiments spent in the sandbox (each node's seconds), divided by the
-nodes that ran (the baseline included). Beside it, the CPU time of the
-thalamus process itself (its children not counted), sampled from
-/proc/PID/stat while it runs, which a busy host disturbs less than the wall
-time."""
+nodes that ran (the baseline included). Of that time, the part spent
+running the agents (planner, retriever, critic, coder: with a model, their
+thinking is the model's; offline, the offline strategies compute it), read
+from thalamus's debug log, which says what each agent call took; the rest
+is the orchestrator's own (store, memory, git, work directories, creating
+the sandbox). Beside them, the CPU time of the thalamus process itself
+(its children not counted), sampled from /proc/PID/stat while it runs,
+which a busy host disturbs less than the wall time."""
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -17,6 +22,8 @@ import tempfile
 import time
 
 TICK = os.sysconf("SC_CLK_TCK")
+# the debug line of orchestrator/agent.c for each agent call
+AGENT_LINE = re.compile(r"agent '[^']*' (?:answered|failed) after [0-9.]+ ms, ([0-9.]+) ms of it running")
 
 
 def sh(args, cwd, env):
@@ -44,7 +51,7 @@ def one_run(bin_, root, name, isolation, n, env):
         text = f.read().replace("return {", "local cfg = {", 1)
     with open(path, "w") as f:
         f.write(text + f'\ncfg.sandbox.isolation = "{isolation}"\nreturn cfg\n')
-    args = [bin_, "run", "--provider", "offline", "--experiments", str(n), "--rounds", "1000",
+    args = [bin_, "-v", "--log-json", "run", "--provider", "offline", "--experiments", str(n), "--rounds", "1000",
             "--jobs", "1", "--seed", "1"]
     start = time.monotonic()
     p = subprocess.Popen(args, cwd=ws, env=env, stdout=subprocess.DEVNULL,
@@ -59,11 +66,20 @@ def one_run(bin_, root, name, isolation, n, env):
     err = p.stderr.read()
     if p.returncode != 0:
         sys.exit(f"overhead: the run failed ({p.returncode}):\n{err}")
+    agents = 0.0
+    for line in err.splitlines():
+        try:
+            msg = json.loads(line).get("msg", "")
+        except ValueError:
+            continue
+        m = AGENT_LINE.match(msg)
+        if m:
+            agents += float(m.group(1)) / 1000
     nodes = json.loads(sh([bin_, "log", "--json"], ws, env))["nodes"]
     ran = [x for x in nodes if x["status"] != "pending"]
     inside = sum(x["seconds"] or 0 for x in ran)
     shutil.rmtree(ws, ignore_errors=True)
-    return len(ran), wall, inside, cpu
+    return len(ran), wall, inside, agents, cpu
 
 
 def main():
@@ -79,19 +95,24 @@ def main():
           f"(load average {load}, {os.cpu_count()} CPUs)")
     try:
         for isolation in ("none", "full"):
-            outside, cpus = [], []
+            outside, agent, own, cpus = [], [], [], []
             for rep in range(reps):
-                ran, wall, inside, cpu = one_run(bin_, root, f"ws-{isolation}-{rep}", isolation,
-                                                 n, env)
+                ran, wall, inside, agents, cpu = one_run(bin_, root, f"ws-{isolation}-{rep}",
+                                                         isolation, n, env)
                 outside.append(1000 * (wall - inside) / ran)
+                agent.append(1000 * agents / ran)
+                own.append(outside[-1] - agent[-1])
                 cpus.append(1000 * cpu / ran)
                 print(f"  isolation {isolation}: wall {wall:.2f} s, in the sandbox "
-                      f"{inside:.2f} s, {ran} runs: {outside[-1]:.1f} ms per experiment "
-                      f"outside, thalamus's own CPU {cpus[-1]:.1f} ms", flush=True)
-            print(f"isolation {isolation}: median {statistics.median(outside):.1f} ms per "
-                  f"experiment outside the sandbox (range {min(outside):.1f} to "
-                  f"{max(outside):.1f}); thalamus's own CPU {statistics.median(cpus):.1f} ms",
-                  flush=True)
+                      f"{inside:.2f} s, in agents {agents:.2f} s, {ran} runs: per experiment "
+                      f"{outside[-1]:.1f} ms outside the sandbox = agents {agent[-1]:.1f} ms + "
+                      f"orchestrator {own[-1]:.1f} ms; thalamus's own CPU {cpus[-1]:.1f} ms",
+                      flush=True)
+            print(f"isolation {isolation}: medians per experiment: {statistics.median(outside):.1f}"
+                  f" ms outside the sandbox (range {min(outside):.1f} to {max(outside):.1f}), of "
+                  f"which agents {statistics.median(agent):.1f} ms and the orchestrator "
+                  f"{statistics.median(own):.1f} ms (range {min(own):.1f} to {max(own):.1f}); "
+                  f"thalamus's own CPU {statistics.median(cpus):.1f} ms", flush=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

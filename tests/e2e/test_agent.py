@@ -220,6 +220,25 @@ class AgentRunTest(AgentCase):
         self.assertEqual(out, {"caught": True, "ideas": 1, "label": "maintain"})
 
 
+    def test_debug_log_says_what_each_call_took(self):
+        """-v logs each agent call's time, and how much of it the agent ran:
+        a wait (here a sleep, for a model elsewhere) is not running."""
+        self.write("agents/napper.lua",
+                   "local thalamus = require('thalamus')\n"
+                   "return { name = 'napper', role = 'tool', run = function(ctx, input)\n"
+                   "  thalamus.sleep(0.3)\n"
+                   "  return { ok = true }\n"
+                   "end }\n")
+        r = self.ok("-v", "--log-json", "agent", "run", "napper", cwd=self.ws)
+        took = [re.match(r"agent 'napper' answered after ([0-9.]+) ms, ([0-9.]+) ms of it running",
+                         json.loads(line)["msg"]) for line in r.stderr.splitlines()]
+        took = [m for m in took if m]
+        self.assertEqual(len(took), 1, r.stderr)
+        after, running = float(took[0].group(1)), float(took[0].group(2))
+        self.assertGreaterEqual(after, 300)
+        self.assertLessEqual(running, after - 300 + 1e-3)
+
+
 class AgentNewTest(AgentCase):
     def test_new_writes_a_runnable_starting_file(self):
         for role, inp in [("critic", '{"mode": "review", "ideas": [{"title": "x"}]}'),
