@@ -210,10 +210,35 @@ cleanup:
     return rc;
 }
 
+struct store_cached_stmt {
+    const char *sql;
+    sqlite3_stmt *st;
+};
+
+sqlite3_stmt *store_stmt(struct store *store, const char *sql)
+{
+    for (size_t i = 0; i < store->nstmts; i++)
+        if (store->stmts[i].sql == sql) {
+            sqlite3_clear_bindings(store->stmts[i].st);
+            return store->stmts[i].st;
+        }
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v3(store->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL) != SQLITE_OK)
+        return NULL;
+    if (store->nstmts == store->capstmts)
+        store->stmts = xreallocarray(store->stmts, store->capstmts = store->capstmts * 2 + 8,
+                                     sizeof *store->stmts);
+    store->stmts[store->nstmts++] = (struct store_cached_stmt){sql, st};
+    return st;
+}
+
 void store_close(struct store *store)
 {
     if (!store)
         return;
+    for (size_t i = 0; i < store->nstmts; i++)
+        sqlite3_finalize(store->stmts[i].st);
+    free(store->stmts);
     sqlite3_close(store->db);
     free(store->path);
     free(store);

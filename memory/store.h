@@ -25,9 +25,13 @@ struct store_migration {
     const char *sql; /* one or more statements */
 };
 
+struct store_cached_stmt;
+
 struct store {
     sqlite3 *db;
     char *path;
+    struct store_cached_stmt *stmts; /* see store_stmt() */
+    size_t nstmts, capstmts;
 };
 
 /* Registers the migrations of module (a short name such as "core" or
@@ -55,5 +59,13 @@ int store_schema_version(struct store *store, const char *module, int *out);
 
 /* Runs sql (no results expected). */
 int store_exec(struct store *store, const char *sql);
+
+/* The statement of sql, prepared on its first use and kept until
+ * store_close(), for the statements a long run repeats: sql must be a
+ * string that lives as long as the store (a literal), as it is looked up
+ * by address. Returns it with no bindings; the caller resets it after use
+ * (sqlite3_reset), as an unreset statement keeps its read open. NULL (see
+ * sqlite3_errmsg) when it does not compile. */
+sqlite3_stmt *store_stmt(struct store *store, const char *sql);
 
 #endif

@@ -135,11 +135,12 @@ static void bind_all(sqlite3_stmt *st, const char *fmt, va_list ap)
     }
 }
 
+/* Runs the write sql (a literal: its statement is kept, see store_stmt()). */
 static int exec_sql(struct store *store, const char *what, const char *sql, const char *fmt, ...)
 {
-    sqlite3_stmt *st = NULL;
     int rc = 0;
-    if (sqlite3_prepare_v2(store->db, sql, -1, &st, NULL) != SQLITE_OK)
+    sqlite3_stmt *st = store_stmt(store, sql);
+    if (!st)
         return db_fail(store, what);
     va_list ap;
     va_start(ap, fmt);
@@ -147,7 +148,7 @@ static int exec_sql(struct store *store, const char *what, const char *sql, cons
     va_end(ap);
     if (sqlite3_step(st) != SQLITE_DONE)
         rc = db_fail(store, what);
-    sqlite3_finalize(st);
+    sqlite3_reset(st);
     return rc;
 }
 
