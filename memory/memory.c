@@ -412,7 +412,20 @@ static void on_rollback(void *ud)
 {
     struct memory *m = ud;
     m->items_total = -1;
-    memory_df_cache_stale(m->df);
+    memory_sim_cache_stale(m->sim);
+}
+
+/* Counts the changes of the full-text index: FTS5 keeps one row per
+ * indexed item in memory_fts_docsize, written as the item is indexed or
+ * taken out of the index. Runs inside SQLite: touches only m. */
+static void on_update(void *ud, int op, const char *db, const char *table, sqlite3_int64 rowid)
+{
+    (void)op;
+    (void)db;
+    (void)rowid;
+    struct memory *m = ud;
+    if (!strcmp(table, "memory_fts_docsize"))
+        m->fts_epoch++;
 }
 
 /* Checkpoints the write-ahead log as SQLite's automatic checkpoint does
@@ -456,6 +469,7 @@ int memory_new(struct memory **out, struct store *store, const struct memory_par
     }
     sqlite3_wal_hook(m->db, wal_hook, m);
     sqlite3_rollback_hook(m->db, on_rollback, m);
+    sqlite3_update_hook(m->db, on_update, m);
     /* recall reads the document size (BM25's length normalisation) of every
      * item a query's words hold, at random places of the index, and each
      * candidate's entry in memory_items_score: a page cache that holds
@@ -478,8 +492,9 @@ void memory_free(struct memory *m)
     for (int i = 0; i < ST_COUNT; i++)
         sqlite3_finalize(m->stmts[i]);
     memory_tokenizer_free(m->tok);
-    memory_df_cache_free(m->df);
+    memory_sim_cache_free(m->sim);
     sqlite3_rollback_hook(m->db, NULL, NULL);
+    sqlite3_update_hook(m->db, NULL, NULL);
     /* the connection outlives m: back to SQLite's own checkpointing */
     sqlite3_wal_autocheckpoint(m->db, WAL_CHECKPOINT_FRAMES);
     free(m);
@@ -826,6 +841,7 @@ int memory_item_add(struct memory *m, const struct memory_item *it, int64_t *id,
     if (!it->uid)
         new_uid(m, uid);
     int64_t created = it->created_ms ? it->created_ms : memory_now(m);
+    uint64_t epoch = m->fts_epoch;
     sqlite3_stmt *st = memory_stmt(m, ST_ITEM_INSERT);
     if (!st) {
         rc = TH_ERR;
@@ -856,6 +872,9 @@ int memory_item_add(struct memory *m, const struct memory_item *it, int64_t *id,
     sqlite3_reset(st);
     if (m->items_total >= 0)
         m->items_total++;
+    const char *cols[3] = {c.has_title ? c.title.data : "", c.text.data,
+                           c.has_tags ? c.tags.data : ""};
+    memory_sim_item_added(m, epoch, cols);
 cleanup:
     clean_item_free(&c);
     return rc;

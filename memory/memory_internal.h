@@ -61,16 +61,34 @@ struct memory {
     long common_window;
     struct memory_tokenizer *tok;
     long items_total; /* cached document count for IDF, -1: unknown */
-    /* document frequencies of terms, kept between similarity calls while
-     * the store is unchanged (see memory_similar.c) */
-    struct memory_df_cache *df;
+    /* counts the changes of the full-text index made on this connection
+     * (the update hook of memory.c) */
+    uint64_t fts_epoch;
+    /* document frequencies and term counts, kept between similarity calls
+     * (see memory_similar.c) */
+    struct memory_sim_cache *sim;
 };
 
-/* Frees the document frequency cache of memory_similar.c (NULL: none). */
-void memory_df_cache_free(struct memory_df_cache *c);
+/* Frees the caches of memory_similar.c (NULL: none). */
+void memory_sim_cache_free(struct memory_sim_cache *c);
 
-/* Marks that cache (NULL: none) as out of date. */
-void memory_df_cache_stale(struct memory_df_cache *c);
+/* Marks their frequencies (NULL: none) as out of date. */
+void memory_sim_cache_stale(struct memory_sim_cache *c);
+
+/* Tells memory_similar.c that memory_item_add() indexed an item with
+ * these title, text and tags (NULL: empty) and fts_epoch was epoch_before
+ * before it. */
+void memory_sim_item_added(struct memory *m, uint64_t epoch_before, const char *const cols[3]);
+
+/* The cached document frequency of a query word of n bytes: 1 with *df
+ * set when it is known, 0 when not, or a negative TH_E*. When the word is
+ * one term, *term (free it) is that term, for memory_sim_df_store() once
+ * its frequency is read. */
+int memory_sim_df_find(struct memory *m, const char *word, size_t n, char **term, long *df);
+
+/* Caches the exact document frequency of term, read from the index after
+ * memory_sim_df_find() and before any write. */
+void memory_sim_df_store(struct memory *m, const char *term, long df);
 
 /* The cached statement for id, prepared on first use from its SQL and reset
  * with bindings cleared; NULL (with error_set) when preparing fails. */

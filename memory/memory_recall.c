@@ -324,14 +324,29 @@ static int run_match(struct memory *m, const char *kind, long limit, const char 
 
 /* How many items hold word, counted up to COMMON_DF + 1 only (a capped
  * count costs at most that many index entries; fts5vocab would read the
- * word's whole posting list). */
+ * word's whole posting list). A count under the cap is exact: it goes to
+ * the document frequencies that memory_similar.c keeps while the index is
+ * unchanged, and is taken from there next time. */
 static int capped_df(struct memory *m, const struct qword *w, long *out)
 {
+    char *term = NULL;
+    long df;
+    int rc = memory_sim_df_find(m, w->p, w->n, &term, &df);
+    if (rc < 0) {
+        free(term);
+        return rc;
+    }
+    if (rc == 1) {
+        *out = df <= COMMON_DF ? df : COMMON_DF + 1;
+        free(term);
+        return 0;
+    }
+    rc = 0;
     char *q = xasprintf("\"%.*s\"", (int)w->n, w->p);
     sqlite3_stmt *st = memory_stmt(m, ST_FTS_COUNT_CAPPED);
-    int rc = 0;
     if (!st) {
         free(q);
+        free(term);
         return TH_ERR;
     }
     sqlite3_bind_text(st, 1, q, -1, SQLITE_STATIC);
@@ -341,7 +356,10 @@ static int capped_df(struct memory *m, const struct qword *w, long *out)
     else
         rc = memory_db_error(m, "search");
     sqlite3_reset(st);
+    if (rc == 0 && term && *out <= COMMON_DF)
+        memory_sim_df_store(m, term, *out);
     free(q);
+    free(term);
     return rc;
 }
 

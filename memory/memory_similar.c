@@ -155,56 +155,59 @@ int memory_tokenize(struct memory *m, const char *text, size_t len, memory_token
 
 /* ---- term vectors ------------------------------------------------------- */
 
-struct term {
+/* A text's distinct terms (stop words left out), sorted, with how often
+ * each occurs: what tokenizing gives, before any weight. */
+struct termcount {
     char *text;
-    int len;
-    double weight; /* tf, then (1 + ln tf) * idf */
+    int tf;
+};
+
+struct tfvec {
+    struct termcount *terms;
+    size_t n, cap;
+};
+
+struct term {
+    const char *text; /* owned by the cache's struct tfvec */
+    double weight;    /* (1 + ln tf) * idf */
 };
 
 struct termvec {
     struct term *terms;
-    size_t n, cap;
+    size_t n;
     double norm;
 };
 
-static int collect_token(const char *token, int len, void *ud)
-{
-    struct termvec *v = ud;
-    if (len <= 0 || len > 200)
-        return 0;
-    if (v->n == v->cap)
-        v->terms = xreallocarray(v->terms, v->cap = v->cap ? v->cap * 2 : 64, sizeof *v->terms);
-    v->terms[v->n++] = (struct term){xstrndup(token, (size_t)len), len, 1};
-    return 0;
-}
+/* The caches of struct memory (see memory_internal.h):
+ * - document frequencies by term, which hold while the full-text index is
+ *   unchanged. Every write that changes it on this connection adds to or
+ *   removes a row of the index's document sizes, which the connection's
+ *   update hook counts (memory.c: fts_epoch). An item added on this
+ *   connection (memory_item_add) is counted into the cache's frequencies
+ *   instead of emptying it, as the index counts it. A commit by another
+ *   connection changes PRAGMA data_version, and a rollback, which takes
+ *   changes back without any hook seeing rows go, marks the cache stale
+ *   through the rollback hook (memory.c). Writes that leave the index alone
+ *   (episodes, links, access statistics) keep it.
+ * - term counts by text, which never go stale (a text always tokenizes
+ *   alike): the novelty check of several ideas in a row tokenizes each
+ *   idea of the bank once. Emptied whenever it holds TF_CACHE_TEXTS texts
+ *   or TF_CACHE_BYTES bytes, at the start of a call. */
+#define TF_CACHE_TEXTS 4096
+#define TF_CACHE_BYTES ((size_t)8 << 20)
 
-static int compare_terms(const void *a, const void *b)
-{
-    return strcmp(((const struct term *)a)->text, ((const struct term *)b)->text);
-}
-
-static void termvec_free(struct termvec *v)
-{
-    for (size_t i = 0; i < v->n; i++)
-        free(v->terms[i].text);
-    free(v->terms);
-    memset(v, 0, sizeof *v);
-}
-
-/* Document frequencies looked up, by term. The cache lives in struct
- * memory and holds while the store is unchanged: a write by this
- * connection changes sqlite3_total_changes64() (an item's terms are
- * indexed by the statement that writes the item, or by a bulk load's own
- * INSERT), one by another connection changes PRAGMA data_version, and a
- * rollback (which takes back changes without lowering the count) marks the
- * cache stale through the connection's rollback hook (memory.c). The
- * novelty check of several ideas in a row then reads each term once. */
-struct memory_df_cache {
+struct memory_sim_cache {
+    /* document frequencies */
     char **keys;
     long *values;
     size_t cap, used;
-    sqlite3_int64 changes; /* sqlite3_total_changes64() when filled */
-    long data_version;     /* PRAGMA data_version when filled */
+    bool valid;
+    uint64_t epoch;    /* fts_epoch when filled */
+    long data_version; /* PRAGMA data_version when filled */
+    /* term counts by text */
+    char **texts;
+    struct tfvec *counts;
+    size_t tcap, tused, tbytes;
 };
 
 static uint64_t hash_str(const char *s)
@@ -215,32 +218,36 @@ static uint64_t hash_str(const char *s)
     return h;
 }
 
-static long *df_slot(struct memory_df_cache *c, const char *term, bool *found)
+/* The slot of key in an open-addressing table of cap (a power of two)
+ * keys: where it is, or the empty slot where it goes. */
+static size_t slot_of(char *const *keys, size_t cap, const char *key)
+{
+    size_t j = hash_str(key) & (cap - 1);
+    while (keys[j] && strcmp(keys[j], key))
+        j = (j + 1) & (cap - 1);
+    return j;
+}
+
+static long *df_slot(struct memory_sim_cache *c, const char *term, bool *found)
 {
     if (c->used * 2 >= c->cap) {
-        struct memory_df_cache bigger = {0};
-        bigger.cap = c->cap ? c->cap * 2 : 256;
-        bigger.keys = xcalloc(bigger.cap, sizeof *bigger.keys);
-        bigger.values = xcalloc(bigger.cap, sizeof *bigger.values);
+        size_t cap = c->cap ? c->cap * 2 : 256;
+        char **keys = xcalloc(cap, sizeof *keys);
+        long *values = xcalloc(cap, sizeof *values);
         for (size_t i = 0; i < c->cap; i++) {
             if (!c->keys[i])
                 continue;
-            size_t j = hash_str(c->keys[i]) & (bigger.cap - 1);
-            while (bigger.keys[j])
-                j = (j + 1) & (bigger.cap - 1);
-            bigger.keys[j] = c->keys[i];
-            bigger.values[j] = c->values[i];
+            size_t j = slot_of(keys, cap, c->keys[i]);
+            keys[j] = c->keys[i];
+            values[j] = c->values[i];
         }
-        bigger.used = c->used;
-        bigger.changes = c->changes;
-        bigger.data_version = c->data_version;
         free(c->keys);
         free(c->values);
-        *c = bigger;
+        c->keys = keys;
+        c->values = values;
+        c->cap = cap;
     }
-    size_t j = hash_str(term) & (c->cap - 1);
-    while (c->keys[j] && strcmp(c->keys[j], term))
-        j = (j + 1) & (c->cap - 1);
+    size_t j = slot_of(c->keys, c->cap, term);
     *found = c->keys[j] != NULL;
     if (!*found) {
         c->keys[j] = xstrdup(term);
@@ -249,7 +256,7 @@ static long *df_slot(struct memory_df_cache *c, const char *term, bool *found)
     return &c->values[j];
 }
 
-static void df_cache_clear(struct memory_df_cache *c)
+static void df_clear(struct memory_sim_cache *c)
 {
     for (size_t i = 0; i < c->cap; i++)
         free(c->keys[i]);
@@ -260,26 +267,50 @@ static void df_cache_clear(struct memory_df_cache *c)
     c->cap = c->used = 0;
 }
 
-void memory_df_cache_free(struct memory_df_cache *c)
+static void tfvec_free(struct tfvec *v)
+{
+    for (size_t i = 0; i < v->n; i++)
+        free(v->terms[i].text);
+    free(v->terms);
+    memset(v, 0, sizeof *v);
+}
+
+static void tf_clear(struct memory_sim_cache *c)
+{
+    for (size_t i = 0; i < c->tcap; i++)
+        if (c->texts[i]) {
+            free(c->texts[i]);
+            tfvec_free(&c->counts[i]);
+        }
+    free(c->texts);
+    free(c->counts);
+    c->texts = NULL;
+    c->counts = NULL;
+    c->tcap = c->tused = c->tbytes = 0;
+}
+
+void memory_sim_cache_free(struct memory_sim_cache *c)
 {
     if (!c)
         return;
-    df_cache_clear(c);
+    df_clear(c);
+    tf_clear(c);
     free(c);
 }
 
-void memory_df_cache_stale(struct memory_df_cache *c)
+void memory_sim_cache_stale(struct memory_sim_cache *c)
 {
     if (c)
-        c->changes = -1;
+        c->valid = false;
 }
 
-/* The cache of m, emptied when the store changed since it was filled. */
-static int df_cache_get(struct memory *m, struct memory_df_cache **out)
+/* The cache of m, its frequencies emptied when the index changed since
+ * they were read, and its term counts when they grew too many. */
+static int cache_get(struct memory *m, struct memory_sim_cache **out)
 {
-    if (!m->df)
-        m->df = xcalloc(1, sizeof *m->df);
-    struct memory_df_cache *c = m->df;
+    if (!m->sim)
+        m->sim = xcalloc(1, sizeof *m->sim);
+    struct memory_sim_cache *c = m->sim;
     sqlite3_stmt *st = memory_stmt(m, ST_DATA_VERSION);
     if (!st)
         return TH_ERR;
@@ -289,15 +320,17 @@ static int df_cache_get(struct memory *m, struct memory_df_cache **out)
     }
     long version = (long)sqlite3_column_int64(st, 0);
     sqlite3_reset(st);
-    sqlite3_int64 changes = sqlite3_total_changes64(m->db);
-    if (c->changes != changes || c->data_version != version) {
-        df_cache_clear(c);
+    if (!c->valid || c->epoch != m->fts_epoch || c->data_version != version) {
+        df_clear(c);
         /* this connection keeps its count of items up to date itself */
         if (c->data_version != version)
             m->items_total = -1;
-        c->changes = changes;
+        c->valid = true;
+        c->epoch = m->fts_epoch;
         c->data_version = version;
     }
+    if (c->tused >= TF_CACHE_TEXTS || c->tbytes >= TF_CACHE_BYTES)
+        tf_clear(c);
     *out = c;
     return 0;
 }
@@ -319,7 +352,7 @@ static int items_total(struct memory *m, long *out)
     return 0;
 }
 
-static int doc_frequency(struct memory *m, struct memory_df_cache *cache, const char *term,
+static int doc_frequency(struct memory *m, struct memory_sim_cache *cache, const char *term,
                          long *out)
 {
     bool found;
@@ -341,48 +374,206 @@ static int doc_frequency(struct memory *m, struct memory_df_cache *cache, const 
     return 0;
 }
 
-/* Tokenizes text into a sorted vector of distinct terms with TF-IDF weights
- * and its Euclidean norm. */
-static int termvec_build(struct memory *m, struct memory_df_cache *cache, const char *text,
-                         struct termvec *v)
+static int collect_token(const char *token, int len, void *ud)
+{
+    struct tfvec *v = ud;
+    if (len <= 0 || len > 200)
+        return 0;
+    if (v->n == v->cap)
+        v->terms = xreallocarray(v->terms, v->cap = v->cap ? v->cap * 2 : 64, sizeof *v->terms);
+    v->terms[v->n++] = (struct termcount){xstrndup(token, (size_t)len), 1};
+    return 0;
+}
+
+static int compare_counts(const void *a, const void *b)
+{
+    return strcmp(((const struct termcount *)a)->text, ((const struct termcount *)b)->text);
+}
+
+/* The sorted distinct terms of text but the stop words, with their counts. */
+static int tfvec_build(struct memory *m, const char *text, struct tfvec *v)
 {
     memset(v, 0, sizeof *v);
     int rc = memory_tokenize(m, text, strlen(text), collect_token, v);
-    long total = 0;
-    if (rc < 0 || (rc = items_total(m, &total)) < 0) {
-        termvec_free(v);
+    if (rc < 0) {
+        tfvec_free(v);
         return rc;
     }
-    if (v->n == 0)
-        return 0;
-    qsort(v->terms, v->n, sizeof *v->terms, compare_terms);
+    if (v->n)
+        qsort(v->terms, v->n, sizeof *v->terms, compare_counts);
     size_t out = 0;
     for (size_t i = 0; i < v->n; i++) { /* merge runs of equal terms, drop stop words */
         if (is_stop(m->tok, v->terms[i].text)) {
             free(v->terms[i].text);
         } else if (out && !strcmp(v->terms[out - 1].text, v->terms[i].text)) {
-            v->terms[out - 1].weight += 1;
+            v->terms[out - 1].tf++;
             free(v->terms[i].text);
         } else {
             v->terms[out++] = v->terms[i];
         }
     }
     v->n = out;
+    return 0;
+}
+
+/* The term counts of text, from the cache or tokenized into it. */
+static int tf_of(struct memory *m, struct memory_sim_cache *c, const char *text,
+                 const struct tfvec **out)
+{
+    if (c->tused * 2 >= c->tcap) {
+        size_t cap = c->tcap ? c->tcap * 2 : 256;
+        char **texts = xcalloc(cap, sizeof *texts);
+        struct tfvec *counts = xcalloc(cap, sizeof *counts);
+        for (size_t i = 0; i < c->tcap; i++) {
+            if (!c->texts[i])
+                continue;
+            size_t j = slot_of(texts, cap, c->texts[i]);
+            texts[j] = c->texts[i];
+            counts[j] = c->counts[i];
+        }
+        free(c->texts);
+        free(c->counts);
+        c->texts = texts;
+        c->counts = counts;
+        c->tcap = cap;
+    }
+    size_t j = slot_of(c->texts, c->tcap, text);
+    if (!c->texts[j]) {
+        struct tfvec v;
+        int rc = tfvec_build(m, text, &v);
+        if (rc < 0)
+            return rc;
+        c->texts[j] = xstrdup(text);
+        c->counts[j] = v;
+        c->tused++;
+        c->tbytes += strlen(text) + 1 + v.n * (sizeof *v.terms + 16);
+    }
+    *out = &c->counts[j];
+    return 0;
+}
+
+static void termvec_free(struct termvec *v)
+{
+    free(v->terms);
+    memset(v, 0, sizeof *v);
+}
+
+/* The TF-IDF vector of text, (1 + ln tf) * idf per distinct term, and its
+ * Euclidean norm. Its terms belong to the cache: use it before the next
+ * cache_get(). */
+static int termvec_build(struct memory *m, struct memory_sim_cache *cache, const char *text,
+                         struct termvec *v)
+{
+    memset(v, 0, sizeof *v);
+    const struct tfvec *tf;
+    long total = 0;
+    int rc = tf_of(m, cache, text, &tf);
+    if (rc < 0 || (rc = items_total(m, &total)) < 0)
+        return rc;
+    if (tf->n == 0)
+        return 0;
+    v->terms = xcalloc(tf->n, sizeof *v->terms);
     double sq = 0;
-    for (size_t i = 0; i < v->n; i++) {
+    for (size_t i = 0; i < tf->n; i++) {
         long df = 0;
-        if ((rc = doc_frequency(m, cache, v->terms[i].text, &df)) < 0) {
+        if ((rc = doc_frequency(m, cache, tf->terms[i].text, &df)) < 0) {
             termvec_free(v);
             return rc;
         }
         if (df > total)
             df = total;
         double idf = log((double)(total + 1) / (double)(df + 1)) + 1.0;
-        v->terms[i].weight = (1.0 + log(v->terms[i].weight)) * idf;
+        v->terms[i] = (struct term){tf->terms[i].text, (1.0 + log(tf->terms[i].tf)) * idf};
         sq += v->terms[i].weight * v->terms[i].weight;
     }
+    v->n = tf->n;
     v->norm = sqrt(sq);
     return 0;
+}
+
+struct one_token {
+    char *term; /* the first token */
+    int count;
+};
+
+static int take_token(const char *token, int len, void *ud)
+{
+    struct one_token *t = ud;
+    if (t->count++ == 0)
+        t->term = xstrndup(token, (size_t)len);
+    return t->count > 1; /* a second token: stop */
+}
+
+int memory_sim_df_find(struct memory *m, const char *word, size_t n, char **term, long *df)
+{
+    *term = NULL;
+    struct one_token t = {0};
+    struct memory_sim_cache *c;
+    int rc = memory_tokenize(m, word, n, take_token, &t);
+    if (rc < 0 && t.count < 2) {
+        free(t.term);
+        return rc;
+    }
+    if (t.count != 1) { /* no token, or a phrase */
+        free(t.term);
+        return 0;
+    }
+    if ((rc = cache_get(m, &c)) < 0) {
+        free(t.term);
+        return rc;
+    }
+    *term = t.term;
+    if (!c->cap)
+        return 0;
+    size_t j = slot_of(c->keys, c->cap, t.term);
+    if (!c->keys[j])
+        return 0;
+    *df = c->values[j];
+    return 1;
+}
+
+void memory_sim_df_store(struct memory *m, const char *term, long df)
+{
+    struct memory_sim_cache *c = m->sim;
+    bool found;
+    if (c && c->valid)
+        *df_slot(c, term, &found) = df;
+}
+
+/* Counts the item just added (its title, text and tags, as the index
+ * holds them) into the cached frequencies, see above: only when they were
+ * up to date before the insert and the insert is the one change to the
+ * index since. The frequencies of stop words are never looked up. */
+void memory_sim_item_added(struct memory *m, uint64_t epoch_before, const char *const cols[3])
+{
+    struct memory_sim_cache *c = m->sim;
+    if (!c || !c->valid || c->epoch != epoch_before || m->fts_epoch != epoch_before + 1)
+        return;
+    struct tfvec v[3];
+    int built = 0;
+    while (built < 3 && c->used) {
+        if (tfvec_build(m, cols[built] ? cols[built] : "", &v[built]) < 0) {
+            error_clear();
+            break;
+        }
+        built++;
+    }
+    if (built == 3) { /* each distinct term of the item, in any column, once */
+        for (int i = 0; i < 3; i++)
+            for (size_t k = 0; k < v[i].n; k++) {
+                bool earlier = false;
+                for (int e = 0; e < i && !earlier; e++)
+                    earlier = bsearch(&v[i].terms[k], v[e].terms, v[e].n, sizeof *v[e].terms,
+                                      compare_counts) != NULL;
+                size_t j = slot_of(c->keys, c->cap, v[i].terms[k].text);
+                if (!earlier && c->keys[j])
+                    c->values[j]++;
+            }
+    }
+    if (built == 3 || !c->used)
+        c->epoch = m->fts_epoch;
+    for (int i = 0; i < built; i++)
+        tfvec_free(&v[i]);
 }
 
 static double termvec_cosine(const struct termvec *a, const struct termvec *b)
@@ -406,9 +597,9 @@ static double termvec_cosine(const struct termvec *a, const struct termvec *b)
 
 int memory_text_similarity(struct memory *m, const char *a, const char *b, double *out)
 {
-    struct memory_df_cache *cache;
+    struct memory_sim_cache *cache;
     struct termvec va, vb;
-    int rc = df_cache_get(m, &cache);
+    int rc = cache_get(m, &cache);
     if (rc == 0 && (rc = termvec_build(m, cache, a, &va)) == 0) {
         if ((rc = termvec_build(m, cache, b, &vb)) == 0) {
             *out = termvec_cosine(&va, &vb);
@@ -443,7 +634,7 @@ int memory_similar(struct memory *m, const char *text, const char *kind, double 
     int rc = memory_clean_text(&clean, text, MEMORY_MAX_TEXT, "text", NULL);
     if (rc < 0)
         return rc;
-    struct memory_df_cache *cache = NULL;
+    struct memory_sim_cache *cache = NULL;
     struct termvec qv = {0};
     struct memory_match *list = NULL;
     struct memory_keyword_hit *cands = NULL;
@@ -456,7 +647,7 @@ int memory_similar(struct memory *m, const char *text, const char *kind, double 
     if ((rc = memory_keyword_search(m, clean.data, kind, limit, &cands, &ncands)) < 0 ||
         ncands == 0)
         goto cleanup;
-    if ((rc = df_cache_get(m, &cache)) < 0 || (rc = termvec_build(m, cache, clean.data, &qv)) < 0)
+    if ((rc = cache_get(m, &cache)) < 0 || (rc = termvec_build(m, cache, clean.data, &qv)) < 0)
         goto cleanup;
     if (sqlite3_prepare_v2(m->db, "SELECT kind, title, text FROM memory_items WHERE id = ?1", -1,
                            &st, NULL) != SQLITE_OK) {

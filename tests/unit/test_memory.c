@@ -784,6 +784,69 @@ static void test_similarity_follows_every_write(void)
     CHECK_NEAR(sim, cold_similarity(db, a, b));
     before = sim;
 
+    /* items added one at a time between calls, with a word in the title or
+     * in the tags only, counted once when it is in both */
+    struct memory_item it;
+    memory_item_init(&it);
+    it.kind = "note";
+    it.title = "overfitting";
+    it.text = "overfitting again";
+    it.tags = "overfitting";
+    int64_t tagged = 0;
+    for (int i = 0; i < 3; i++) {
+        REQUIRE(memory_item_add(f.mem, &it, &tagged, NULL) == 0);
+        REQUIRE(memory_text_similarity(f.mem, a, b, &sim) == 0);
+        CHECK(fabs(sim - before) > 1e-6);
+        CHECK_NEAR(sim, cold_similarity(db, a, b));
+        before = sim;
+    }
+    it.title = "";
+    it.text = "nothing in common";
+    it.tags = "batch";
+    REQUIRE(memory_item_add(f.mem, &it, &tagged, NULL) == 0);
+    REQUIRE(memory_text_similarity(f.mem, a, b, &sim) == 0);
+    CHECK(fabs(sim - before) > 1e-6);
+    CHECK_NEAR(sim, cold_similarity(db, a, b));
+    before = sim;
+
+    /* writes that leave the index alone: episodes, links, access statistics */
+    struct memory_episode ep = {.kind = "debug", .text = "dropout dropout dropout"};
+    int64_t eid;
+    REQUIRE(memory_episode_add(f.mem, &ep, &eid) == 0);
+    REQUIRE(memory_link_set(f.mem, tagged, tagged - 1, "similar", 0.5) == 0);
+    struct memory_recall_options ro = {.query = "dropout", .k = 3};
+    struct memory_hit *hits;
+    size_t nhits;
+    REQUIRE(memory_recall(f.mem, &ro, &hits, &nhits) == 0);
+    memory_hits_free(hits, nhits);
+    REQUIRE(memory_text_similarity(f.mem, a, b, &sim) == 0);
+    CHECK_NEAR(sim, before);
+
+    /* a changed text and a forgotten item */
+    memory_item_init(&it);
+    it.text = "dropout dropout overfitting";
+    REQUIRE(memory_item_update(f.mem, tagged, &it) == 0);
+    REQUIRE(memory_text_similarity(f.mem, a, b, &sim) == 0);
+    CHECK(fabs(sim - before) > 1e-6);
+    CHECK_NEAR(sim, cold_similarity(db, a, b));
+    before = sim;
+    REQUIRE(memory_item_forget(f.mem, tagged) == 0);
+    REQUIRE(memory_text_similarity(f.mem, a, b, &sim) == 0);
+    CHECK(fabs(sim - before) > 1e-6);
+    CHECK_NEAR(sim, cold_similarity(db, a, b));
+    before = sim;
+
+    /* a bulk load, asked about before and after its items are indexed */
+    REQUIRE(memory_begin_bulk(f.mem) == 0);
+    for (int i = 0; i < 4; i++)
+        add(f.mem, "note", "", "dropout in bulk", 0.5);
+    REQUIRE(memory_text_similarity(f.mem, a, b, &inside) == 0);
+    REQUIRE(memory_commit(f.mem) == 0);
+    REQUIRE(memory_text_similarity(f.mem, a, b, &sim) == 0);
+    CHECK(fabs(sim - before) > 1e-6);
+    CHECK_NEAR(sim, cold_similarity(db, a, b));
+    before = sim;
+
     /* writes taken back by a rollback leave no trace */
     REQUIRE(memory_begin(f.mem) == 0);
     for (int i = 0; i < 5; i++)
@@ -803,6 +866,64 @@ static void test_similarity_follows_every_write(void)
     REQUIRE(memory_text_similarity(f.mem, a, b, &sim) == 0);
     CHECK(fabs(sim - before) > 1e-6);
     CHECK_NEAR(sim, cold_similarity(db, a, b));
+    close_fixture(&f);
+}
+
+/* The first keyword hit's BM25 for query, through m and through a fresh
+ * connection to db, which must agree: the word counts that keyword search
+ * keeps between calls must follow every write. */
+static void check_keyword_counts(struct memory *m, const char *db, const char *query)
+{
+    struct memory_keyword_hit *warm = NULL, *cold = NULL;
+    size_t nwarm = 0, ncold = 0;
+    REQUIRE(memory_keyword_search(m, query, NULL, 10, &warm, &nwarm) == 0);
+    struct fixture g;
+    open_fixture(&g, db, false);
+    REQUIRE(memory_keyword_search(g.mem, query, NULL, 10, &cold, &ncold) == 0);
+    close_fixture(&g);
+    CHECK_EQ_INT((int)nwarm, (int)ncold);
+    for (size_t i = 0; i < nwarm && i < ncold; i++) {
+        CHECK(warm[i].id == cold[i].id);
+        CHECK_NEAR(warm[i].bm25, cold[i].bm25);
+    }
+    free(warm);
+    free(cold);
+}
+
+static void test_keyword_counts_follow_writes(void)
+{
+    const char *db = "kwcache.db", *q = "dropout overfitting";
+    struct fixture f;
+    open_fixture(&f, db, true);
+    add(f.mem, "note", "", "dropout against overfitting", 0.5);
+    add(f.mem, "note", "", "overfitting with small data", 0.5);
+    check_keyword_counts(f.mem, db, q);
+    struct memory_keyword_hit *hits = NULL;
+    size_t n = 0;
+    REQUIRE(memory_keyword_search(f.mem, q, NULL, 10, &hits, &n) == 0);
+    double first = n ? hits[0].bm25 : 0;
+    free(hits);
+    for (int i = 0; i < 4; i++)
+        add(f.mem, "note", "", "dropout again", 0.5);
+    REQUIRE(memory_keyword_search(f.mem, q, NULL, 10, &hits, &n) == 0);
+    CHECK(n > 0 && fabs(hits[0].bm25 - first) > 1e-9);
+    free(hits);
+    check_keyword_counts(f.mem, db, q);
+    int64_t id = add(f.mem, "note", "", "more overfitting", 0.5);
+    check_keyword_counts(f.mem, db, q);
+    struct memory_item it;
+    memory_item_init(&it);
+    it.text = "nothing to see";
+    REQUIRE(memory_item_update(f.mem, id, &it) == 0);
+    check_keyword_counts(f.mem, db, q);
+    REQUIRE(memory_item_forget(f.mem, id - 1) == 0);
+    check_keyword_counts(f.mem, db, q);
+    REQUIRE(memory_begin(f.mem) == 0);
+    add(f.mem, "note", "", "dropout dropout", 0.5);
+    REQUIRE(memory_keyword_search(f.mem, q, NULL, 10, &hits, &n) == 0);
+    free(hits);
+    memory_rollback(f.mem);
+    check_keyword_counts(f.mem, db, q);
     close_fixture(&f);
 }
 
@@ -1426,6 +1547,7 @@ int main(void)
     RUN(test_keys_references_and_forget);
     RUN(test_similar_for_novelty);
     RUN(test_similarity_follows_every_write);
+    RUN(test_keyword_counts_follow_writes);
     RUN(test_embeddings_fused_by_reciprocal_rank);
     RUN(test_quantized_cosines);
     RUN(test_reader_during_write);
