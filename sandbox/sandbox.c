@@ -1026,11 +1026,15 @@ int sandbox_spawn(struct loop *loop, const struct sandbox_spec *spec, sandbox_do
         *out = NULL;
     if (rc < 0)
         return rc;
-    if (spec->isolation == SANDBOX_ISOLATION_NONE)
+    /* once per process: a run spawns hundreds of sandboxes */
+    static bool warned_none;
+    if (spec->isolation == SANDBOX_ISOLATION_NONE && !warned_none) {
+        warned_none = true;
         log_warn("sandbox isolation is \"none\": '%s' runs with this user's full access to the "
                  "host (only the clean environment, rlimits, cgroup limits and the seccomp "
                  "filter apply)",
                  spec->argv[0]);
+    }
 
     struct sandbox *sb = xcalloc(1, sizeof *sb);
     clock_gettime(CLOCK_MONOTONIC, &sb->start);

@@ -252,6 +252,12 @@ class TestOfflineRun(RunCase):
         self.assertEqual(bad.returncode, 2)
         self.assertIn("has finished", bad.stderr)
 
+    def test_unisolated_run_warns_once(self):
+        ws = self.workspace(extra_lua=' cfg.sandbox.isolation = "none"')
+        r = self.ok("run", "--provider", "offline", "--experiments", "3", "--jobs", "1",
+                    "--seed", "3", cwd=ws)
+        self.assertEqual(r.stderr.count("runs with this user's full access"), 1, r.stderr)
+
     def test_review_commands_need_a_run(self):
         ws = self.workspace()
         r = self.thalamus("status", cwd=ws)
