@@ -256,6 +256,73 @@ static void test_commit_ref_note_and_diff(void)
     ledger_free(l);
 }
 
+/* Notes are fanned out by the commit id's first two hex digits, so the
+ * notes tree that each experiment rewrites stays small however long the
+ * run; git reads them, beside a flat note written by git itself. */
+static void test_notes_fan_out(void)
+{
+    struct ledger *l = NULL;
+    REQUIRE(ledger_open(&l, repo) == 0);
+    char head[LEDGER_HEX_SIZE], tree[LEDGER_HEX_SIZE];
+    REQUIRE(ledger_head(l, head) == 0);
+    char *before = sh("git ls-tree -r refs/notes/thalamus | wc -l");
+    int notes_before = before ? atoi(before) : -1;
+    free(before);
+    /* a note git writes flat, on the baseline */
+    char *old = sh("git notes --ref=thalamus add -f -m 'from git' %s && echo ok", head);
+    CHECK_EQ_STR(old, "ok");
+    free(old);
+    char *dir = fs_join(root, "work/r9/n1");
+    REQUIRE(ledger_materialise(l, head, dir) == 0);
+    REQUIRE(ledger_write_tree(l, dir, tree) == 0);
+    char first[LEDGER_HEX_SIZE] = "", last[LEDGER_HEX_SIZE] = "";
+    for (int i = 1; i <= 40; i++) {
+        char node[16], note[64];
+        snprintf(node, sizeof node, "n%d", i);
+        snprintf(note, sizeof note, "status: ok\nexperiment: %d\n", i);
+        struct ledger_commit c = {.run = "r9",
+                                  .node = node,
+                                  .parent = head,
+                                  .tree = tree,
+                                  .title = node,
+                                  .status = "ok",
+                                  .note = note};
+        REQUIRE(ledger_commit(l, &c, last) == 0);
+        if (i == 1)
+            memcpy(first, last, sizeof first);
+    }
+    /* the top of the notes tree: the flat note, then two-digit directories */
+    char *top = sh("git ls-tree refs/notes/thalamus | awk '{print $2, length($4)}' | sort | "
+                   "uniq -c | awk '{print $2, $3}' | tr '\\n' ' '");
+    CHECK_EQ_STR(top, "blob 40 tree 2");
+    free(top);
+    char *count = sh("git ls-tree -r refs/notes/thalamus | wc -l");
+    CHECK(count && atoi(count) == notes_before + 41);
+    free(count);
+    char *note = sh("git notes --ref=thalamus show %s", first);
+    CHECK_EQ_STR(note, "status: ok\nexperiment: 1");
+    free(note);
+    note = sh("git notes --ref=thalamus show %s", last);
+    CHECK_EQ_STR(note, "status: ok\nexperiment: 40");
+    free(note);
+    note = sh("git notes --ref=thalamus show %s", head);
+    CHECK_EQ_STR(note, "from git");
+    free(note);
+    char *lnote = NULL;
+    REQUIRE(ledger_note(l, last, &lnote) == 0);
+    CHECK_CONTAINS(lnote, "experiment: 40");
+    free(lnote);
+    /* one notes commit per note, each on the one before */
+    char *chain = sh("git rev-list --count refs/notes/thalamus");
+    CHECK(chain && atoi(chain) == notes_before + 41);
+    free(chain);
+    char *fsck = sh("git fsck --no-dangling 2>&1 && echo clean");
+    CHECK_CONTAINS(fsck, "clean");
+    free(fsck);
+    free(dir);
+    ledger_free(l);
+}
+
 /* A tree holds the files' bytes, whatever the repository's line-ending
  * settings, so materialising it gives back exactly what was recorded. */
 static void test_tree_keeps_bytes(void)
@@ -315,6 +382,7 @@ int main(void)
     RUN(test_materialise_and_tree_round_trip);
     RUN(test_commit_ref_note_and_diff);
     RUN(test_tree_keeps_bytes);
+    RUN(test_notes_fan_out);
     RUN(test_errors);
     char *cmd = xasprintf("rm -rf '%s'", root);
     if (system(cmd) != 0)
