@@ -563,8 +563,8 @@ void memory_sim_item_added(struct memory *m, uint64_t epoch_before, const char *
             for (size_t k = 0; k < v[i].n; k++) {
                 bool earlier = false;
                 for (int e = 0; e < i && !earlier; e++)
-                    earlier = bsearch(&v[i].terms[k], v[e].terms, v[e].n, sizeof *v[e].terms,
-                                      compare_counts) != NULL;
+                    earlier = v[e].n && bsearch(&v[i].terms[k], v[e].terms, v[e].n,
+                                                sizeof *v[e].terms, compare_counts) != NULL;
                 size_t j = slot_of(c->keys, c->cap, v[i].terms[k].text);
                 if (!earlier && c->keys[j])
                     c->values[j]++;
