@@ -92,10 +92,25 @@ function M.distance(space, a, b)
   return math.sqrt(sum / #space)
 end
 
+-- the text of each number seen, kept: a run's keys repeat the same values
+-- (bounded: emptied when it holds CANON_MAX numbers)
+local CANON_MAX = 20000
+local canon_of, canon_n = {}, 0
+
 local function canon(v)
   if type(v) == "number" then
-    if v == math.floor(v) and math.abs(v) < 1e15 then return string.format("%d", v) end
-    return string.format("%.6g", v)
+    local text = canon_of[v]
+    if text then return text end
+    if v == math.floor(v) and math.abs(v) < 1e15 then
+      text = string.format("%d", v)
+    else
+      text = string.format("%.6g", v)
+    end
+    if v == v then -- NaN cannot be a key
+      if canon_n >= CANON_MAX then canon_of, canon_n = {}, 0 end
+      canon_of[v], canon_n = text, canon_n + 1
+    end
+    return text
   end
   return tostring(v)
 end

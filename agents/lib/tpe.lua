@@ -41,14 +41,17 @@ local function estimate(p, points)
   end
   local h = bandwidth(#us)
   local norm = 1 / (h * math.sqrt(2 * math.pi))
-  return function(v)
+  local n_us, exp = #us, math.exp
+  -- u: v normalised, when the caller has it
+  return function(v, u)
     if v == nil then return 1 end
-    local u, sum = space_lib.normalize(p, v), 1 -- the uniform prior's density on [0, 1]
-    for _, c in ipairs(us) do
-      local z = (u - c) / h
-      sum = sum + norm * math.exp(-0.5 * z * z)
+    u = u or space_lib.normalize(p, v)
+    local sum = 1 -- the uniform prior's density on [0, 1]
+    for i = 1, n_us do
+      local z = (u - us[i]) / h
+      sum = sum + norm * exp(-0.5 * z * z)
     end
-    return sum / (#us + 1)
+    return sum / (n_us + 1)
   end
 end
 
@@ -100,7 +103,8 @@ function M.fit(space, scored, sign)
       else
         r = memo[i][v]
         if not r then
-          r = math.log(lg[i](v)) - math.log(lp[i](v))
+          local u = p.kind ~= "choice" and space_lib.normalize(p, v) or nil
+          r = math.log(lg[i](v, u)) - math.log(lp[i](v, u))
           memo[i][v] = r
         end
       end
