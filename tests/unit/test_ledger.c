@@ -299,15 +299,14 @@ static void test_notes_fan_out(void)
     char *count = sh("git ls-tree -r refs/notes/thalamus | wc -l");
     CHECK(count && atoi(count) == notes_before + 41);
     free(count);
-    char *note = sh("git notes --ref=thalamus show %s", first);
-    CHECK_EQ_STR(note, "status: ok\nexperiment: 1");
-    free(note);
-    note = sh("git notes --ref=thalamus show %s", last);
-    CHECK_EQ_STR(note, "status: ok\nexperiment: 40");
-    free(note);
-    note = sh("git notes --ref=thalamus show %s", head);
-    CHECK_EQ_STR(note, "from git");
-    free(note);
+    const char *commits[3] = {first, last, head};
+    const char *expected[3] = {"status: ok\nexperiment: 1", "status: ok\nexperiment: 40",
+                               "from git"};
+    for (int i = 0; i < 3; i++) {
+        char *note = sh("git notes --ref=thalamus show %s", commits[i]);
+        CHECK_EQ_STR(note, expected[i]);
+        free(note);
+    }
     char *lnote = NULL;
     REQUIRE(ledger_note(l, last, &lnote) == 0);
     CHECK_CONTAINS(lnote, "experiment: 40");

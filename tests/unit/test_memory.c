@@ -761,6 +761,18 @@ static double cold_similarity(const char *name, const char *a, const char *b)
     return sim;
 }
 
+/* The similarity of a and b after a write that changed it: different from
+ * before, and what a fresh connection computes. Returns it. */
+static double changed_like_cold(struct memory *m, const char *db, const char *a, const char *b,
+                                double before)
+{
+    double sim = -1;
+    REQUIRE(memory_text_similarity(m, a, b, &sim) == 0);
+    CHECK(fabs(sim - before) > 1e-6);
+    CHECK_NEAR(sim, cold_similarity(db, a, b));
+    return sim;
+}
+
 /* Document frequencies are kept between similarity calls: every kind of
  * change to the store must still show. */
 static void test_similarity_follows_every_write(void)
@@ -779,10 +791,7 @@ static void test_similarity_follows_every_write(void)
     /* this connection's writes: "dropout" grows common and weighs less */
     for (int i = 0; i < 5; i++)
         add(f.mem, "note", "", "dropout again", 0.5);
-    REQUIRE(memory_text_similarity(f.mem, a, b, &sim) == 0);
-    CHECK(fabs(sim - before) > 1e-6);
-    CHECK_NEAR(sim, cold_similarity(db, a, b));
-    before = sim;
+    before = changed_like_cold(f.mem, db, a, b, before);
 
     /* items added one at a time between calls, with a word in the title or
      * in the tags only, counted once when it is in both */
@@ -795,19 +804,13 @@ static void test_similarity_follows_every_write(void)
     int64_t tagged = 0;
     for (int i = 0; i < 3; i++) {
         REQUIRE(memory_item_add(f.mem, &it, &tagged, NULL) == 0);
-        REQUIRE(memory_text_similarity(f.mem, a, b, &sim) == 0);
-        CHECK(fabs(sim - before) > 1e-6);
-        CHECK_NEAR(sim, cold_similarity(db, a, b));
-        before = sim;
+        before = changed_like_cold(f.mem, db, a, b, before);
     }
     it.title = "";
     it.text = "nothing in common";
     it.tags = "batch";
     REQUIRE(memory_item_add(f.mem, &it, &tagged, NULL) == 0);
-    REQUIRE(memory_text_similarity(f.mem, a, b, &sim) == 0);
-    CHECK(fabs(sim - before) > 1e-6);
-    CHECK_NEAR(sim, cold_similarity(db, a, b));
-    before = sim;
+    before = changed_like_cold(f.mem, db, a, b, before);
 
     /* writes that leave the index alone: episodes, links, access statistics */
     struct memory_episode ep = {.kind = "debug", .text = "dropout dropout dropout"};
@@ -826,15 +829,9 @@ static void test_similarity_follows_every_write(void)
     memory_item_init(&it);
     it.text = "dropout dropout overfitting";
     REQUIRE(memory_item_update(f.mem, tagged, &it) == 0);
-    REQUIRE(memory_text_similarity(f.mem, a, b, &sim) == 0);
-    CHECK(fabs(sim - before) > 1e-6);
-    CHECK_NEAR(sim, cold_similarity(db, a, b));
-    before = sim;
+    before = changed_like_cold(f.mem, db, a, b, before);
     REQUIRE(memory_item_forget(f.mem, tagged) == 0);
-    REQUIRE(memory_text_similarity(f.mem, a, b, &sim) == 0);
-    CHECK(fabs(sim - before) > 1e-6);
-    CHECK_NEAR(sim, cold_similarity(db, a, b));
-    before = sim;
+    before = changed_like_cold(f.mem, db, a, b, before);
 
     /* a bulk load, asked about before and after its items are indexed */
     REQUIRE(memory_begin_bulk(f.mem) == 0);
@@ -842,10 +839,7 @@ static void test_similarity_follows_every_write(void)
         add(f.mem, "note", "", "dropout in bulk", 0.5);
     REQUIRE(memory_text_similarity(f.mem, a, b, &inside) == 0);
     REQUIRE(memory_commit(f.mem) == 0);
-    REQUIRE(memory_text_similarity(f.mem, a, b, &sim) == 0);
-    CHECK(fabs(sim - before) > 1e-6);
-    CHECK_NEAR(sim, cold_similarity(db, a, b));
-    before = sim;
+    before = changed_like_cold(f.mem, db, a, b, before);
 
     /* writes taken back by a rollback leave no trace */
     REQUIRE(memory_begin(f.mem) == 0);
@@ -863,9 +857,7 @@ static void test_similarity_follows_every_write(void)
     for (int i = 0; i < 5; i++)
         add(g.mem, "note", "", "a larger batch", 0.5);
     close_fixture(&g);
-    REQUIRE(memory_text_similarity(f.mem, a, b, &sim) == 0);
-    CHECK(fabs(sim - before) > 1e-6);
-    CHECK_NEAR(sim, cold_similarity(db, a, b));
+    changed_like_cold(f.mem, db, a, b, before);
     close_fixture(&f);
 }
 
