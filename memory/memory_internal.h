@@ -56,6 +56,7 @@ struct memory {
     bool in_tx;
     bool bulk;            /* the transaction is a bulk load (memory_begin_bulk) */
     int64_t cache_before; /* PRAGMA cache_size before the bulk load */
+    bool committing_bulk; /* committing a bulk load (see wal_hook) */
     bool touching;        /* committing recall's access update (see wal_hook) */
     long posting_budget;  /* see memory_set_search_limits() */
     long common_window;

@@ -5,7 +5,8 @@
  * the Hebbian update and link decay follow the documented formulas; a
  * second connection reads while the first writes; a killed writer loses
  * nothing committed; doctor finds damage; export and import round-trip;
- * a bulk load indexes its items at commit and nowhere else; a version-1
+ * a bulk load indexes its items at commit and nowhere else, and its items
+ * are recalled exactly as items added one by one; a version-1
  * database upgrades; the keyword search keeps to its bounds. */
 #include "check.h"
 #include "error.h"
@@ -1196,6 +1197,139 @@ static void test_bulk_load_indexes_at_commit(void)
     close_fixture(&f);
 }
 
+/* Item i of a small deterministic corpus: words of a 48-word vocabulary
+ * drawn with a skewed distribution, so that some are common and some rare. */
+static void corpus_item(int i, char *title, char *text)
+{
+    static const char *const vocab[] = {
+        "neuron",  "synapse", "cortex",   "gradient", "kernel",  "tensor",  "lattice", "quantum",
+        "photon",  "enzyme",  "protein",  "genome",   "spectra", "plasma",  "fluid",   "vortex",
+        "entropy", "graph",   "manifold", "topology", "prior",   "bayes",   "markov",  "chain",
+        "sampler", "decoder", "encoder",  "token",    "lexicon", "grammar", "parser",  "corpus",
+        "glacier", "basalt",  "mantle",   "crust",    "tide",    "estuary", "delta",   "canyon",
+        "falcon",  "heron",   "otter",    "beaver",   "lichen",  "fungus",  "orchid",  "cactus"};
+    uint64_t x = (uint64_t)i * 2654435761u + 12345;
+    char *outs[2] = {title, text};
+    int counts[2] = {3, 12};
+    for (int part = 0; part < 2; part++) {
+        char *p = outs[part];
+        for (int w = 0; w < counts[part]; w++) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            unsigned r = (unsigned)(x % 48);
+            unsigned idx = r * r / 48; /* skewed toward the first words */
+            p += sprintf(p, "%s%s", w ? " " : "", vocab[idx]);
+        }
+    }
+}
+
+/* The corpus's items 0..n-1 with two links each, in bulk loads of batch
+ * items (0: one by one, each its own transaction). */
+static void load_skewed_corpus(struct memory *m, int n, int batch)
+{
+    for (int i = 0; i < n; i++) {
+        if (batch && i % batch == 0)
+            REQUIRE(memory_begin_bulk(m) == 0);
+        char title[128], text[512];
+        corpus_item(i, title, text);
+        struct memory_item it;
+        memory_item_init(&it);
+        it.kind = i % 3 ? "paper" : "idea";
+        it.title = title;
+        it.text = text;
+        it.importance = (i % 10) / 10.0;
+        it.created_ms = fake_now - (int64_t)(i % 50) * DAY_MS;
+        int64_t id = 0;
+        REQUIRE(memory_item_add(m, &it, &id, NULL) == 0);
+        REQUIRE(id == i + 1);
+        if (id > 2) {
+            CHECK(memory_link_set(m, id, 1 + (id * 7) % (id - 1), "cites", 1.0) == 0);
+            int64_t sim = 1 + (id * 13) % (id - 1);
+            if (sim != 1 + (id * 7) % (id - 1))
+                CHECK(memory_link_set(m, id, sim, "similar", 0.5) == 0);
+        }
+        if (batch && (i % batch == batch - 1 || i == n - 1))
+            REQUIRE(memory_commit(m) == 0);
+    }
+}
+
+static long long pragma_ll(struct store *s, const char *sql)
+{
+    sqlite3_stmt *st;
+    long long v = -1;
+    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+        v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return v;
+}
+
+static void test_bulk_load_recalls_like_single_adds(void)
+{
+    struct fixture one, bulk;
+    open_fixture(&one, "corpus-one.db", true);
+    open_fixture(&bulk, "corpus-bulk.db", true);
+    long long cache = pragma_ll(bulk.store, "PRAGMA cache_size");
+    enum { N = 600 };
+    load_skewed_corpus(one.mem, N, 0);
+    load_skewed_corpus(bulk.mem, N, 250);
+    /* a load gives back its page cache when it ends, by commit or by
+     * rollback */
+    CHECK_EQ_INT(pragma_ll(bulk.store, "PRAGMA cache_size"), cache);
+    REQUIRE(memory_begin_bulk(bulk.mem) == 0);
+    CHECK(pragma_ll(bulk.store, "PRAGMA cache_size") != cache);
+    add(bulk.mem, "note", "", "rolled back", 0.5);
+    memory_rollback(bulk.mem);
+    CHECK_EQ_INT(pragma_ll(bulk.store, "PRAGMA cache_size"), cache);
+    CHECK(fts_consistent(bulk.store));
+    CHECK_EQ_INT(query_int(bulk.store, "SELECT count(*) FROM memory_links"),
+                 query_int(one.store, "SELECT count(*) FROM memory_links"));
+
+    /* the same hits, in the same order, with the same scores to the bit */
+    static const char *const queries[] = {"neuron cortex", "lichen orchid",  "quantum photon",
+                                          "cactus",        "fungus heron",   "markov chain sampler",
+                                          "basalt mantle", "decoder grammar"};
+    int compared = 0;
+    for (size_t q = 0; q < sizeof queries / sizeof queries[0]; q++) {
+        struct memory_recall_options o = {.query = queries[q], .k = 10, .no_touch = true};
+        struct memory_hit *a = NULL, *b = NULL;
+        size_t na = 0, nb = 0;
+        REQUIRE(memory_recall(one.mem, &o, &a, &na) == 0);
+        REQUIRE(memory_recall(bulk.mem, &o, &b, &nb) == 0);
+        CHECK_EQ_INT(na, nb);
+        for (size_t i = 0; i < na && i < nb; i++) {
+            CHECK_EQ_INT(a[i].item.id, b[i].item.id);
+            CHECK(a[i].score == b[i].score);
+            CHECK(a[i].bm25 == b[i].bm25 || (isnan(a[i].bm25) && isnan(b[i].bm25)));
+            CHECK(a[i].activation == b[i].activation);
+            compared++;
+        }
+        memory_hits_free(a, na);
+        memory_hits_free(b, nb);
+    }
+    CHECK(compared >= 40);
+    /* and the same neighbours for the novelty check */
+    for (int i = 0; i < 4; i++) {
+        char title[128], text[512];
+        corpus_item(N + i, title, text);
+        struct memory_match *a = NULL, *b = NULL;
+        size_t na = 0, nb = 0;
+        REQUIRE(memory_similar(one.mem, text, NULL, 0.1, 10, &a, &na) == 0);
+        REQUIRE(memory_similar(bulk.mem, text, NULL, 0.1, 10, &b, &nb) == 0);
+        CHECK(na > 0);
+        CHECK_EQ_INT(na, nb);
+        for (size_t j = 0; j < na && j < nb; j++) {
+            CHECK_EQ_INT(a[j].id, b[j].id);
+            CHECK(a[j].similarity == b[j].similarity);
+        }
+        memory_matches_free(a, na);
+        memory_matches_free(b, nb);
+    }
+    close_fixture(&one);
+    close_fixture(&bulk);
+}
+
 static void test_upgrade_from_version_1(void)
 {
     const char *name = "v1.db";
@@ -1545,6 +1679,7 @@ int main(void)
     RUN(test_reader_during_write);
     RUN(test_killed_writer_loses_nothing_committed);
     RUN(test_bulk_load_indexes_at_commit);
+    RUN(test_bulk_load_recalls_like_single_adds);
     RUN(test_upgrade_from_version_1);
     RUN(test_keyword_search_bounds);
     RUN(test_doctor_and_damaged_files);
