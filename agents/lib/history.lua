@@ -10,9 +10,11 @@ local thalamus = require("thalamus")
 
 local M = {}
 
-local function episodes(kind, limit)
+-- Every episode of kind, oldest first: the agents need all of them (an idea
+-- must never repeat one proposed however long ago).
+local function episodes(kind)
   if not thalamus.memory.available() then return {} end
-  return thalamus.memory.episodes { kind = kind, limit = limit or 10000 }
+  return thalamus.memory.episodes { kind = kind }
 end
 
 -- Past results: { params, metric, status, node, title }, oldest first.

@@ -89,6 +89,24 @@ return {
         end
       end },
 
+      { "ideas past the 10,000th in memory count as tried too", function()
+        local base = thalamus.json.decode(thalamus.workspace.read("experiment/params.json"))
+        for i = 1, 10000 do
+          memory.record { kind = "idea", text = "filler", payload = { params = { lr = -i } } }
+        end
+        local node = { id = "late", params = base }
+        local first = agents.call("planner", { node = node, k = 3, seed = "late" })
+        for _, idea in ipairs(first.ideas) do
+          memory.record { kind = "idea", text = idea.title, payload = { params = idea.params } }
+        end
+        local again = agents.call("planner", { node = node, k = 3, seed = "late" })
+        for _, a in ipairs(again.ideas) do
+          for _, b in ipairs(first.ideas) do
+            spec.ok(key(a.params) ~= key(b.params), "an idea recorded late came back: " .. key(a.params))
+          end
+        end
+      end },
+
       { "promising nodes get smaller steps than poor ones", function()
         local sp = space_lib.from_task(ctx.task)
         local history = {}
