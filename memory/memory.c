@@ -1324,14 +1324,16 @@ int memory_episodes(struct memory *m, const struct memory_episode_filter *f,
     int rc = 0, step;
     struct memory_episode *v = NULL;
     size_t len = 0, cap = 0;
-    if (sqlite3_prepare_v2(m->db,
-                           "SELECT id, uid, time_ms, run, node, agent, kind, text, payload,"
-                           " importance FROM memory_episodes"
-                           " WHERE (?1 IS NULL OR run = ?1) AND (?2 IS NULL OR node = ?2)"
-                           " AND (?3 IS NULL OR kind = ?3) AND (?4 IS NULL OR agent = ?4)"
-                           " AND time_ms >= ?5 AND time_ms < ?6"
-                           " ORDER BY time_ms, id LIMIT ?7",
-                           -1, &st, NULL) != SQLITE_OK) {
+#define EPISODES_MATCHING                                                                          \
+    "SELECT id, uid, time_ms, run, node, agent, kind, text, payload, importance"                   \
+    " FROM memory_episodes WHERE (?1 IS NULL OR run = ?1) AND (?2 IS NULL OR node = ?2)"           \
+    " AND (?3 IS NULL OR kind = ?3) AND (?4 IS NULL OR agent = ?4)"                                \
+    " AND time_ms >= ?5 AND time_ms < ?6"
+    const char *sql = f->newest ? "SELECT * FROM (" EPISODES_MATCHING
+                                  " ORDER BY time_ms DESC, id DESC LIMIT ?7) ORDER BY time_ms, id"
+                                : EPISODES_MATCHING " ORDER BY time_ms, id LIMIT ?7";
+#undef EPISODES_MATCHING
+    if (sqlite3_prepare_v2(m->db, sql, -1, &st, NULL) != SQLITE_OK) {
         rc = memory_db_error(m, "read episodes from");
         goto cleanup;
     }

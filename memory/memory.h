@@ -225,6 +225,7 @@ struct memory_episode_filter {
     const char *run, *node, *kind, *agent; /* NULL: any */
     int64_t since_ms, until_ms;            /* 0: open; since inclusive, until exclusive */
     long limit;                            /* 0: no limit */
+    bool newest;                           /* the limit keeps the newest, not the oldest */
 };
 
 /* Episodes matching filter, oldest first. Free with memory_episodes_free(). */

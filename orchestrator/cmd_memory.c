@@ -253,7 +253,7 @@ static const struct cli_option memory_options[] = {
     {"agent", 0, "AGENT", "episodes: only this agent"},
     {"since", 0, "TIME", "episodes: from this time (2024-05-01, 2024-05-01T12:00Z, 3d, 12h)"},
     {"until", 0, "TIME", "episodes: before this time"},
-    {"limit", 0, "N", "episodes, embed: at most N"},
+    {"limit", 0, "N", "episodes: the newest N (100); embed: at most N"},
     {"embeddings", 0, NULL, "export: include embeddings"},
     {"output", 'o', "FILE", "export: write to FILE instead of standard output"},
     {"json", 0, NULL, "print JSON"},
@@ -694,6 +694,7 @@ static int sub_episodes(struct ctx *c, const struct cli_args *a, char **args, in
         .kind = opt(a, "kind"),
         .agent = opt(a, "agent"),
         .limit = 100,
+        .newest = true,
     };
     int64_t now = memory_now(c->mem);
     int rc = 0;
@@ -743,6 +744,8 @@ static int sub_episodes(struct ctx *c, const struct cli_args *a, char **args, in
             print_cut(stdout, e->text, 70);
             putchar('\n');
         }
+        if ((long)n == f.limit)
+            fprintf(stderr, "the newest %ld episodes; --limit N shows more\n", f.limit);
     }
     memory_episodes_free(list, n);
     return 0;

@@ -235,9 +235,16 @@ class Episodes(MemoryCase):
         eps = json.loads(self.mem(ws, "episodes", "--since", "2023-11-14T23:00:00Z", "--until",
                                   "2023-11-15T01:00:00Z", "--json").stdout)
         self.assertEqual([e["text"] for e in eps], ["episode 1", "episode 2"])
-        text = self.mem(ws, "episodes", "--limit", "1").stdout
-        self.assertIn("2023-11-14 22:13:20 UTC", text)
-        self.assertIn("r1/n0 critic", text)
+        # a limit keeps the newest, listed oldest first, and says so
+        r = self.mem(ws, "episodes", "--limit", "2")
+        self.assertEqual(len(r.stdout.splitlines()), 2)
+        self.assertIn("2023-11-15 01:13:20 UTC", r.stdout.splitlines()[0])
+        self.assertIn("r2/n3 critic", r.stdout.splitlines()[0])
+        self.assertIn("r2/n4 critic", r.stdout.splitlines()[1])
+        self.assertIn("the newest 2 episodes; --limit N shows more", r.stderr)
+        r = self.mem(ws, "episodes", "--run", "r1")
+        self.assertIn("r1/n0 critic", r.stdout)
+        self.assertNotIn("newest", r.stderr)
         # the history cannot be rewritten, even with sqlite3
         con = sqlite3.connect(self.db(ws))
         with self.assertRaises(sqlite3.DatabaseError) as cm:
