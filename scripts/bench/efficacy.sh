@@ -2,8 +2,9 @@
 # Efficacy of the research loop: on each bundled task (examples/*), the best
 # metric after N experiments for the offline tree search against random
 # search over the same space with the same budget, over several seeds (mean
-# and spread), and the orchestrator's own overhead per experiment (wall time
-# outside the sandbox; offline, so no model time). Prints figures only.
+# and spread), and the time per experiment outside the sandbox (offline,
+# the agents included; scripts/bench/overhead.sh splits it into the agents'
+# and the orchestrator's share). Prints figures only.
 # Usage: scripts/bench/efficacy.sh [N=20] [SEEDS=5] [JOBS=1]
 # With one job a seed always gives the same run; with more, the order in
 # which experiments finish varies and so do the runs.

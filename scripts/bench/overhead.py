@@ -1,16 +1,25 @@
 """The work of scripts/bench/overhead.sh (see there): runs the offline
 research loop of the classifier template with one job, N experiments, with
-sandbox.isolation "none" and "full", REPS times each, and prints the
-orchestrator's own time per experiment: the run's wall time minus the time
-the experiments spent in the sandbox (each node's seconds), divided by the
-nodes that ran (the baseline included). Of that time, the part spent
-running the agents (planner, retriever, critic, coder: with a model, their
-thinking is the model's; offline, the offline strategies compute it), read
-from thalamus's debug log, which says what each agent call took; the rest
-is the orchestrator's own (store, memory, git, work directories, creating
-the sandbox). Beside them, the CPU time of the thalamus process itself
-(its children not counted), sampled from /proc/PID/stat while it runs,
-which a busy host disturbs less than the wall time."""
+sandbox.isolation "none" and "full", REPS times each, and prints the time
+outside the sandbox per experiment.
+
+The figures come from thalamus's own debug log (-v --log-json), whose lines
+carry millisecond times: "sandbox ... started" and "sandbox ... ended" mark
+each experiment's time in the sandbox, and "agent '...' answered after ...,
+... of it running" what each agent call ran. With one job, the time from
+one sandbox's end to the next one's start is what the loop spends between
+two experiments (analysis, commit, selection, ideas, the coder, the next
+work directory and sandbox). Of it, the agents' running time is the
+agents' share (planner, retriever, critic, coder: with a model, their
+thinking is the model's; offline, the offline strategies compute it) and
+the rest is the orchestrator's own (store, memory, git, work directories,
+creating the sandbox). The run's start (up to the baseline's sandbox) and
+end (after the last one) are paid once per run and are printed apart.
+Beside them, the CPU time of the thalamus process itself (its children not
+counted) per experiment, start and end included, sampled from
+/proc/PID/stat while it runs, which a busy host disturbs less than the
+wall time."""
+import datetime
 import json
 import os
 import re
@@ -22,8 +31,10 @@ import tempfile
 import time
 
 TICK = os.sysconf("SC_CLK_TCK")
-# the debug line of orchestrator/agent.c for each agent call
-AGENT_LINE = re.compile(r"agent '[^']*' (?:answered|failed) after [0-9.]+ ms, ([0-9.]+) ms of it running")
+# debug lines of orchestrator/agent.c and sandbox/sandbox.c
+AGENT_LINE = re.compile(r"agent '[^']*' (?:answered|failed) after [0-9.]+ ms, "
+                        r"([0-9.]+) ms of it running")
+SANDBOX_LINE = re.compile(r"sandbox \d+ (started|ended)\b")
 
 
 def sh(args, cwd, env):
@@ -43,6 +54,40 @@ def own_cpu(pid):
         return None
 
 
+def timeline(err):
+    """The gaps between one sandbox's end and the next one's start, each as
+    (milliseconds, agents' running milliseconds within it), and the
+    milliseconds before the first sandbox and after the last one (the log's
+    first and last lines bound the run)."""
+    gaps, first, last, ended, agents = [], None, None, None, 0.0
+    start = before = None
+    for line in err.splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        t = datetime.datetime.fromisoformat(rec["time"].replace("Z", "+00:00")).timestamp()
+        first = t if first is None else first
+        last = t
+        msg = rec.get("msg", "")
+        m = SANDBOX_LINE.match(msg)
+        if m and m.group(1) == "started":
+            if start is None:
+                start = t
+                before = 1000 * (t - first)
+            elif ended is not None:
+                gaps.append((1000 * (t - ended), agents))
+            ended, agents = None, 0.0
+        elif m:
+            ended = t
+        else:
+            a = AGENT_LINE.match(msg)
+            if a and ended is not None:
+                agents += float(a.group(1))
+    after = 1000 * (last - ended) if ended is not None else 0.0
+    return gaps, before or 0.0, after
+
+
 def one_run(bin_, root, name, isolation, n, env):
     ws = os.path.join(root, name)
     sh([bin_, "init", ws, "--template", "classifier"], root, env)
@@ -51,9 +96,8 @@ def one_run(bin_, root, name, isolation, n, env):
         text = f.read().replace("return {", "local cfg = {", 1)
     with open(path, "w") as f:
         f.write(text + f'\ncfg.sandbox.isolation = "{isolation}"\nreturn cfg\n')
-    args = [bin_, "-v", "--log-json", "run", "--provider", "offline", "--experiments", str(n), "--rounds", "1000",
-            "--jobs", "1", "--seed", "1"]
-    start = time.monotonic()
+    args = [bin_, "-v", "--log-json", "run", "--provider", "offline", "--experiments", str(n),
+            "--rounds", "1000", "--jobs", "1", "--seed", "1"]
     p = subprocess.Popen(args, cwd=ws, env=env, stdout=subprocess.DEVNULL,
                          stderr=subprocess.PIPE, text=True)
     cpu = 0.0
@@ -62,24 +106,14 @@ def one_run(bin_, root, name, isolation, n, env):
         if c is not None:
             cpu = c
         time.sleep(0.05)
-    wall = time.monotonic() - start
     err = p.stderr.read()
     if p.returncode != 0:
         sys.exit(f"overhead: the run failed ({p.returncode}):\n{err}")
-    agents = 0.0
-    for line in err.splitlines():
-        try:
-            msg = json.loads(line).get("msg", "")
-        except ValueError:
-            continue
-        m = AGENT_LINE.match(msg)
-        if m:
-            agents += float(m.group(1)) / 1000
-    nodes = json.loads(sh([bin_, "log", "--json"], ws, env))["nodes"]
-    ran = [x for x in nodes if x["status"] != "pending"]
-    inside = sum(x["seconds"] or 0 for x in ran)
+    gaps, before, after = timeline(err)
+    if not gaps:
+        sys.exit("overhead: the debug log shows no experiment after the baseline")
     shutil.rmtree(ws, ignore_errors=True)
-    return len(ran), wall, inside, agents, cpu
+    return gaps, before, after, cpu
 
 
 def main():
@@ -92,27 +126,33 @@ def main():
     with open("/proc/loadavg") as f:
         load = f.read().split()[0]
     print(f"classifier template, offline, 1 job, {n} experiments, {reps} runs per isolation "
-          f"(load average {load}, {os.cpu_count()} CPUs)")
+          f"(load average {load}, {os.cpu_count()} CPUs); per experiment: the time from one "
+          f"experiment's end to the next one's start, split into the agents' running time and "
+          f"the orchestrator's")
     try:
         for isolation in ("none", "full"):
-            outside, agent, own, cpus = [], [], [], []
+            between, agent, own, cpus, starts, ends = [], [], [], [], [], []
             for rep in range(reps):
-                ran, wall, inside, agents, cpu = one_run(bin_, root, f"ws-{isolation}-{rep}",
-                                                         isolation, n, env)
-                outside.append(1000 * (wall - inside) / ran)
-                agent.append(1000 * agents / ran)
-                own.append(outside[-1] - agent[-1])
-                cpus.append(1000 * cpu / ran)
-                print(f"  isolation {isolation}: wall {wall:.2f} s, in the sandbox "
-                      f"{inside:.2f} s, in agents {agents:.2f} s, {ran} runs: per experiment "
-                      f"{outside[-1]:.1f} ms outside the sandbox = agents {agent[-1]:.1f} ms + "
-                      f"orchestrator {own[-1]:.1f} ms; thalamus's own CPU {cpus[-1]:.1f} ms",
-                      flush=True)
-            print(f"isolation {isolation}: medians per experiment: {statistics.median(outside):.1f}"
-                  f" ms outside the sandbox (range {min(outside):.1f} to {max(outside):.1f}), of "
+                gaps, before, after, cpu = one_run(bin_, root, f"ws-{isolation}-{rep}",
+                                                   isolation, n, env)
+                between.append(statistics.mean(g for g, _ in gaps))
+                agent.append(statistics.mean(a for _, a in gaps))
+                own.append(statistics.mean(g - a for g, a in gaps))
+                cpus.append(1000 * cpu / (len(gaps) + 1))
+                starts.append(before)
+                ends.append(after)
+                print(f"  isolation {isolation}: {between[-1]:.1f} ms between experiments = "
+                      f"agents {agent[-1]:.1f} + orchestrator {own[-1]:.1f} (median gap "
+                      f"{statistics.median(g for g, _ in gaps):.1f}, {len(gaps)} gaps); start "
+                      f"{before:.0f} ms, end {after:.0f} ms; thalamus's own CPU {cpus[-1]:.1f} ms "
+                      f"per experiment", flush=True)
+            print(f"isolation {isolation}: medians per experiment: {statistics.median(between):.1f}"
+                  f" ms outside the sandbox (range {min(between):.1f} to {max(between):.1f}), of "
                   f"which agents {statistics.median(agent):.1f} ms and the orchestrator "
                   f"{statistics.median(own):.1f} ms (range {min(own):.1f} to {max(own):.1f}); "
-                  f"thalamus's own CPU {statistics.median(cpus):.1f} ms", flush=True)
+                  f"once per run: start {statistics.median(starts):.0f} ms, end "
+                  f"{statistics.median(ends):.0f} ms; thalamus's own CPU "
+                  f"{statistics.median(cpus):.1f} ms", flush=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# The research loop's own cost per experiment: wall time outside the sandbox
-# and the model (offline agents, so there is no model time), with
-# sandbox.isolation "none" (agents, store, memory, git, the work directory)
-# and "full" (creating each sandbox and copying /work in and out as well).
-# Runs the classifier template with one job, so the experiments' own times do
-# not overlap, and prints each run and the median per isolation, with the
-# CPU time of the thalamus process itself. The wall figures follow the host's
-# load: run it on a quiet machine. Prints figures only.
+# The research loop's own cost per experiment: the time outside the sandbox
+# between one experiment's end and the next one's start, split into what
+# the agents ran (offline, the agents do the model's thinking) and the
+# orchestrator's own share (store, memory, git, the work directory, creating
+# the sandbox), read from thalamus's debug log (-v --log-json), with
+# sandbox.isolation "none" and "full" (where creating each sandbox and
+# copying /work in and out count as well). Runs the classifier template with
+# one job, so the experiments' own times do not overlap, and prints each run
+# and the medians per isolation, the run's start and end (paid once per
+# run) apart, and the CPU time of the thalamus process itself. The wall
+# figures follow the host's load: run it on a quiet machine. Prints figures
+# only.
 # Usage: scripts/bench/overhead.sh [N=30] [REPS=3]
 # THALAMUS_BIN picks the binary (default: build/bin/thalamus).
 set -euo pipefail
