@@ -228,25 +228,32 @@ static size_t slot_of(char *const *keys, size_t cap, const char *key)
     return j;
 }
 
+/* Doubles an open-addressing table of *cap keys (256 when empty) whose
+ * values, size bytes each, are in the array values; returns the new array
+ * of values (the keys move to *keys). */
+static void *table_grow(char ***keys, void *values, size_t size, size_t *cap)
+{
+    size_t ncap = *cap ? *cap * 2 : 256;
+    char **nkeys = xcalloc(ncap, sizeof *nkeys);
+    char *nvalues = xcalloc(ncap, size);
+    for (size_t i = 0; i < *cap; i++) {
+        if (!(*keys)[i])
+            continue;
+        size_t j = slot_of(nkeys, ncap, (*keys)[i]);
+        nkeys[j] = (*keys)[i];
+        memcpy(nvalues + j * size, (char *)values + i * size, size);
+    }
+    free(*keys);
+    free(values);
+    *keys = nkeys;
+    *cap = ncap;
+    return nvalues;
+}
+
 static long *df_slot(struct memory_sim_cache *c, const char *term, bool *found)
 {
-    if (c->used * 2 >= c->cap) {
-        size_t cap = c->cap ? c->cap * 2 : 256;
-        char **keys = xcalloc(cap, sizeof *keys);
-        long *values = xcalloc(cap, sizeof *values);
-        for (size_t i = 0; i < c->cap; i++) {
-            if (!c->keys[i])
-                continue;
-            size_t j = slot_of(keys, cap, c->keys[i]);
-            keys[j] = c->keys[i];
-            values[j] = c->values[i];
-        }
-        free(c->keys);
-        free(c->values);
-        c->keys = keys;
-        c->values = values;
-        c->cap = cap;
-    }
+    if (c->used * 2 >= c->cap)
+        c->values = table_grow(&c->keys, c->values, sizeof *c->values, &c->cap);
     size_t j = slot_of(c->keys, c->cap, term);
     *found = c->keys[j] != NULL;
     if (!*found) {
@@ -420,23 +427,8 @@ static int tfvec_build(struct memory *m, const char *text, struct tfvec *v)
 static int tf_of(struct memory *m, struct memory_sim_cache *c, const char *text,
                  const struct tfvec **out)
 {
-    if (c->tused * 2 >= c->tcap) {
-        size_t cap = c->tcap ? c->tcap * 2 : 256;
-        char **texts = xcalloc(cap, sizeof *texts);
-        struct tfvec *counts = xcalloc(cap, sizeof *counts);
-        for (size_t i = 0; i < c->tcap; i++) {
-            if (!c->texts[i])
-                continue;
-            size_t j = slot_of(texts, cap, c->texts[i]);
-            texts[j] = c->texts[i];
-            counts[j] = c->counts[i];
-        }
-        free(c->texts);
-        free(c->counts);
-        c->texts = texts;
-        c->counts = counts;
-        c->tcap = cap;
-    }
+    if (c->tused * 2 >= c->tcap)
+        c->counts = table_grow(&c->texts, c->counts, sizeof *c->counts, &c->tcap);
     size_t j = slot_of(c->texts, c->tcap, text);
     if (!c->texts[j]) {
         struct tfvec v;
