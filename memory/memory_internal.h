@@ -81,10 +81,14 @@ void memory_sim_cache_stale(struct memory_sim_cache *c);
  * before it. */
 void memory_sim_item_added(struct memory *m, uint64_t epoch_before, const char *const cols[3]);
 
-/* The cached document frequency of a query word of n bytes: 1 with *df
- * set when it is known, 0 when not, or a negative TH_E*. When the word is
- * one term, *term (free it) is that term, for memory_sim_df_store() once
- * its frequency is read. */
+/* Empties the cached frequencies if the index changed since they were
+ * read: once before a series of memory_sim_df_find() calls. */
+int memory_sim_cache_sync(struct memory *m);
+
+/* The cached document frequency of a query word of n bytes (as of the
+ * last memory_sim_cache_sync()): 1 with *df set when it is known, 0 when
+ * not, or a negative TH_E*. When the word is one term, *term (free it) is
+ * that term, for memory_sim_df_store() once its frequency is read. */
 int memory_sim_df_find(struct memory *m, const char *word, size_t n, char **term, long *df);
 
 /* Caches the exact document frequency of term, read from the index after

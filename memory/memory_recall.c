@@ -467,6 +467,9 @@ int memory_keyword_search(struct memory *m, const char *text, const char *kind, 
                   ? MAX_PAIR_WORDS * (MAX_PAIR_WORDS - 1)
                   : MAX_QUERY_TERMS];
     size_t ndf, rare = 0;
+    int sync = memory_sim_cache_sync(m); /* the word counts capped_df() may reuse */
+    if (sync < 0)
+        return sync;
     for (size_t i = 0; i < n; i++) {
         int rc = capped_df(m, &words[i], &words[i].df);
         if (rc < 0)

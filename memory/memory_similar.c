@@ -496,11 +496,16 @@ static int take_token(const char *token, int len, void *ud)
     return t->count > 1; /* a second token: stop */
 }
 
+int memory_sim_cache_sync(struct memory *m)
+{
+    struct memory_sim_cache *c;
+    return cache_get(m, &c);
+}
+
 int memory_sim_df_find(struct memory *m, const char *word, size_t n, char **term, long *df)
 {
     *term = NULL;
     struct one_token t = {0};
-    struct memory_sim_cache *c;
     int rc = memory_tokenize(m, word, n, take_token, &t);
     if (rc < 0 && t.count < 2) {
         free(t.term);
@@ -510,12 +515,9 @@ int memory_sim_df_find(struct memory *m, const char *word, size_t n, char **term
         free(t.term);
         return 0;
     }
-    if ((rc = cache_get(m, &c)) < 0) {
-        free(t.term);
-        return rc;
-    }
     *term = t.term;
-    if (!c->cap)
+    struct memory_sim_cache *c = m->sim;
+    if (!c || !c->valid || !c->cap)
         return 0;
     size_t j = slot_of(c->keys, c->cap, t.term);
     if (!c->keys[j])
