@@ -116,6 +116,42 @@ def one_run(bin_, root, name, isolation, n, env):
     return gaps, before, after, cpu
 
 
+def file_system(path):
+    """The type and mount point of the file system holding path."""
+    best = ("?", "")
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            mount = fields[4]
+            fstype = fields[fields.index("-") + 1]
+            inside = path == mount or path.startswith(mount.rstrip("/") + "/")
+            if inside and len(mount) >= len(best[1]):
+                best = (fstype, mount)
+    return best
+
+
+def creation_cost(root):
+    """Median microseconds to create a small file and a directory in root:
+    the loop creates a few dozen of each per experiment (git objects, work
+    directories, refs), and what they cost differs widely between file
+    systems and with a file system's state. The probe's files stay until
+    the end, so that removing them does not disturb the runs."""
+    probe = os.path.join(root, "probe")
+    os.mkdir(probe)
+    files, dirs = [], []
+    for i in range(200):
+        t = time.perf_counter()
+        fd = os.open(os.path.join(probe, f"f{i}"), os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o644)
+        os.write(fd, b"x" * 200)
+        os.close(fd)
+        files.append(time.perf_counter() - t)
+    for i in range(50):
+        t = time.perf_counter()
+        os.mkdir(os.path.join(probe, f"d{i}"))
+        dirs.append(time.perf_counter() - t)
+    return 1e6 * statistics.median(files), 1e6 * statistics.median(dirs)
+
+
 def main():
     bin_, n, reps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     root = tempfile.mkdtemp(prefix="thalamus-overhead.")
@@ -129,6 +165,11 @@ def main():
           f"(load average {load}, {os.cpu_count()} CPUs); per experiment: the time from one "
           f"experiment's end to the next one's start, split into the agents' running time and "
           f"the orchestrator's")
+    fstype, mount = file_system(root)
+    file_us, dir_us = creation_cost(root)
+    print(f"workspaces in {root} ({fstype} mounted at {mount}): creating a file there takes "
+          f"{file_us:.0f} us and a directory {dir_us:.0f} us (median); set TMPDIR to measure "
+          f"another file system", flush=True)
     try:
         for isolation in ("none", "full"):
             between, agent, own, cpus, starts, ends = [], [], [], [], [], []

@@ -9,10 +9,13 @@
 # one job, so the experiments' own times do not overlap, and prints each run
 # and the medians per isolation, the run's start and end (paid once per
 # run) apart, and the CPU time of the thalamus process itself. The wall
-# figures follow the host's load: run it on a quiet machine. Prints figures
-# only.
+# figures follow the host's load: run it on a quiet machine. They follow
+# the file system too (each experiment creates a few dozen files and
+# directories): the first line gives its type and what creating a file and
+# a directory costs there. Prints figures only.
 # Usage: scripts/bench/overhead.sh [N=30] [REPS=3]
-# THALAMUS_BIN picks the binary (default: build/bin/thalamus).
+# THALAMUS_BIN picks the binary (default: build/bin/thalamus); the
+# workspaces go under TMPDIR (default /tmp).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 bin=${THALAMUS_BIN:-$PWD/build/bin/thalamus}
