@@ -430,25 +430,30 @@ int ledger_set_ref(struct ledger *l, const char *run, const char *node, const ch
     return rc;
 }
 
-/* Writes text as the note of commit: a new commit of LEDGER_NOTES_REF
- * whose tree holds it at "ab/cdef..." (the id's first two hex digits,
- * then the rest), the fan-out git itself uses for large notes trees, so
- * that adding a note rewrites a tree of at most 256 entries and a small
- * one, not a tree of every experiment's note. git and libgit2 read notes
- * at any depth; a note of the same commit written flat (by an older
- * thalamus, or git notes on a small tree) is replaced. */
-static int write_note(struct ledger *l, const git_oid *commit, const char *text,
-                      const git_signature *sig)
+/* A subtree of the notes tree being rewritten: the notes of the commits
+ * whose ids start with dir. */
+struct note_dir {
+    char dir[3];
+    git_treebuilder *tb;
+};
+
+/* Writes the notes as one new commit of LEDGER_NOTES_REF whose tree holds
+ * each at "ab/cdef..." (the commit id's first two hex digits, then the
+ * rest), the fan-out git itself uses for large notes trees, so that adding
+ * notes rewrites a tree of at most 256 entries and a small one per note,
+ * not a tree of every experiment's note. git and libgit2 read notes at any
+ * depth; a note of the same commit written flat (by an older thalamus, or
+ * git notes on a small tree) is replaced. */
+static int write_notes(struct ledger *l, const struct ledger_note *notes, size_t n,
+                       const git_signature *sig)
 {
-    char hex[GIT_OID_HEXSZ + 1], dir[3];
-    git_oid_tostr(hex, sizeof hex, commit);
-    memcpy(dir, hex, 2);
-    dir[2] = '\0';
     git_reference *ref = NULL;
     git_commit *parent = NULL;
-    git_tree *root = NULL, *sub = NULL, *tree = NULL;
-    git_treebuilder *rb = NULL, *sb = NULL;
-    git_oid blob, sub_id, root_id, id;
+    git_tree *root = NULL, *tree = NULL;
+    git_treebuilder *rb = NULL;
+    struct note_dir *dirs = xcalloc(n, sizeof *dirs);
+    size_t ndirs = 0;
+    git_oid root_id, id;
     int rc = 0;
     int found = git_reference_lookup(&ref, l->repo, LEDGER_NOTES_REF);
     if (found < 0 && found != GIT_ENOTFOUND) {
@@ -460,35 +465,82 @@ static int write_note(struct ledger *l, const git_oid *commit, const char *text,
         rc = git_fail("cannot read the notes");
         goto cleanup;
     }
-    const git_tree_entry *e = root ? git_tree_entry_byname(root, dir) : NULL;
-    if (e && git_tree_entry_type(e) == GIT_OBJECT_TREE &&
-        git_tree_lookup(&sub, l->repo, git_tree_entry_id(e)) < 0) {
-        rc = git_fail("cannot read the notes");
+    if (git_treebuilder_new(&rb, l->repo, root) < 0) {
+        rc = git_fail("cannot write the experiments' notes");
         goto cleanup;
     }
-    if (git_odb_write(&blob, l->odb, text, strlen(text), GIT_OBJECT_BLOB) < 0 ||
-        git_treebuilder_new(&sb, l->repo, sub) < 0 ||
-        git_treebuilder_insert(NULL, sb, hex + 2, &blob, GIT_FILEMODE_BLOB) < 0 ||
-        git_treebuilder_write(&sub_id, sb) < 0 || git_treebuilder_new(&rb, l->repo, root) < 0) {
-        rc = git_fail("cannot write the experiment's note");
-        goto cleanup;
+    for (size_t i = 0; i < n; i++) {
+        git_oid commit, blob;
+        char hex[GIT_OID_HEXSZ + 1];
+        if (git_oid_fromstr(&commit, notes[i].commit) < 0) {
+            rc = error_set("'%s' is not a commit id", notes[i].commit);
+            goto cleanup;
+        }
+        git_oid_tostr(hex, sizeof hex, &commit);
+        struct note_dir *d = NULL;
+        for (size_t k = 0; k < ndirs && !d; k++)
+            if (!memcmp(dirs[k].dir, hex, 2))
+                d = &dirs[k];
+        if (!d) {
+            d = &dirs[ndirs++];
+            memcpy(d->dir, hex, 2);
+            git_tree *sub = NULL;
+            const git_tree_entry *e = git_treebuilder_get(rb, d->dir);
+            if (e && git_tree_entry_type(e) == GIT_OBJECT_TREE &&
+                git_tree_lookup(&sub, l->repo, git_tree_entry_id(e)) < 0) {
+                rc = git_fail("cannot read the notes");
+                goto cleanup;
+            }
+            int made = git_treebuilder_new(&d->tb, l->repo, sub);
+            git_tree_free(sub);
+            if (made < 0) {
+                rc = git_fail("cannot write the experiments' notes");
+                goto cleanup;
+            }
+        }
+        if (git_odb_write(&blob, l->odb, notes[i].text, strlen(notes[i].text), GIT_OBJECT_BLOB) <
+                0 ||
+            git_treebuilder_insert(NULL, d->tb, hex + 2, &blob, GIT_FILEMODE_BLOB) < 0) {
+            rc = git_fail("cannot write the experiments' notes");
+            goto cleanup;
+        }
+        if (git_treebuilder_get(rb, hex))
+            git_treebuilder_remove(rb, hex);
     }
-    if (git_treebuilder_get(rb, hex))
-        git_treebuilder_remove(rb, hex);
+    for (size_t k = 0; k < ndirs; k++) {
+        git_oid sub_id;
+        if (git_treebuilder_write(&sub_id, dirs[k].tb) < 0 ||
+            git_treebuilder_insert(NULL, rb, dirs[k].dir, &sub_id, GIT_FILEMODE_TREE) < 0) {
+            rc = git_fail("cannot write the experiments' notes");
+            goto cleanup;
+        }
+    }
     const git_commit *parents[1] = {parent};
-    if (git_treebuilder_insert(NULL, rb, dir, &sub_id, GIT_FILEMODE_TREE) < 0 ||
-        git_treebuilder_write(&root_id, rb) < 0 || git_tree_lookup(&tree, l->repo, &root_id) < 0 ||
+    if (git_treebuilder_write(&root_id, rb) < 0 || git_tree_lookup(&tree, l->repo, &root_id) < 0 ||
         git_commit_create(&id, l->repo, LEDGER_NOTES_REF, sig, sig, NULL,
                           "Notes added by thalamus\n", tree, parent ? 1 : 0, parents) < 0)
-        rc = git_fail("cannot write the experiment's note");
+        rc = git_fail("cannot write the experiments' notes");
 cleanup:
+    for (size_t k = 0; k < ndirs; k++)
+        git_treebuilder_free(dirs[k].tb);
+    free(dirs);
     git_treebuilder_free(rb);
-    git_treebuilder_free(sb);
     git_tree_free(tree);
-    git_tree_free(sub);
     git_tree_free(root);
     git_commit_free(parent);
     git_reference_free(ref);
+    return rc;
+}
+
+int ledger_add_notes(struct ledger *l, const struct ledger_note *notes, size_t n)
+{
+    if (n == 0)
+        return 0;
+    git_signature *sig = NULL;
+    int rc = signature(l->repo, &sig);
+    if (rc == 0)
+        rc = write_notes(l, notes, n, sig);
+    git_signature_free(sig);
     return rc;
 }
 
@@ -524,8 +576,11 @@ int ledger_commit(struct ledger *l, const struct ledger_commit *c, char out[LEDG
     }
     git_oid_tostr(out, LEDGER_HEX_SIZE, &commit_id);
     /* The note first: the ref is what marks the experiment as committed. */
-    if (c->note && (rc = write_note(l, &commit_id, c->note, sig)) < 0)
-        goto cleanup;
+    if (c->note) {
+        struct ledger_note note = {out, c->note};
+        if ((rc = write_notes(l, &note, 1, sig)) < 0)
+            goto cleanup;
+    }
     rc = ledger_set_ref(l, c->run, c->node, out);
 cleanup:
     free(message);

@@ -61,7 +61,7 @@ struct ledger_commit {
     const char *metric_name; /* e.g. "accuracy" */
     const char *metric;      /* the value as text, or NULL when there is none */
     const char *model;       /* "offline" or "provider/model" */
-    const char *note;        /* text of the note, or NULL for none */
+    const char *note;        /* text of the note, or NULL for none (ledger_add_notes) */
 };
 
 /* Commits c (author and committer: the repository's identity, else
@@ -69,6 +69,13 @@ struct ledger_commit {
  * it and adds the note. Sets out to the commit's id. */
 int ledger_commit(struct ledger *l, const struct ledger_commit *c, char out[LEDGER_HEX_SIZE]);
 
+struct ledger_note {
+    const char *commit; /* hex */
+    const char *text;
+};
+/* Adds the notes under refs/notes/thalamus, all in one commit of the notes
+ * (a note already there for one of the commits is replaced). */
+int ledger_add_notes(struct ledger *l, const struct ledger_note *notes, size_t n);
 /* Points refs/thalamus/runs/RUN/NODE at an existing commit (the baseline). */
 int ledger_set_ref(struct ledger *l, const char *run, const char *node, const char *commit);
 

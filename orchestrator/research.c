@@ -137,6 +137,11 @@ struct research {
     bool status_shown;
     struct loop_timer *tick;
     struct loop_timer *deadline;
+
+    /* notes of committed experiments not in git yet (see queue_note()) */
+    struct ledger_note *notes;
+    size_t nnotes, notes_cap;
+    struct loop_timer *notes_timer;
 };
 
 /* ---- small helpers ------------------------------------------------------------ */
@@ -639,6 +644,7 @@ enum eval_step { EV_CODER = 1, EV_SANDBOX, EV_CRITIC };
 
 static void eval_record(struct live *l);
 static void eval_commit(struct research *r, long id);
+static void flush_notes(struct research *r);
 static void eval_analyse(struct live *l);
 static void on_sandbox(struct sandbox *sb, struct sandbox_result *res, void *ud);
 
@@ -691,6 +697,8 @@ static int spawn_sandbox(struct live *l)
     l->step = EV_SANDBOX;
     l->phase = "running";
     int rc = sandbox_spawn(r->loop, &spec, on_sandbox, l, &l->sb);
+    if (rc == 0)
+        flush_notes(r); /* while the experiment runs */
     for (size_t i = 0; i < nb; i++)
         free(binds[i]);
     free(binds);
@@ -1179,6 +1187,78 @@ static char *note_text(struct research *r, const struct rs_node *n)
     return buf_detach(&b, NULL);
 }
 
+/* How long a committed experiment's note may wait for the next sandbox to
+ * start before it is written anyway. */
+#define NOTES_WAIT_MS 1000
+
+static void notes_clear(struct research *r)
+{
+    for (size_t i = 0; i < r->nnotes; i++) {
+        free((char *)r->notes[i].commit);
+        free((char *)r->notes[i].text);
+    }
+    r->nnotes = 0;
+}
+
+/* Writes the queued notes, in one commit of the notes. On a failure they
+ * stay queued for the next try (and a resume writes whichever are
+ * missing). */
+static void flush_notes(struct research *r)
+{
+    if (r->notes_timer)
+        loop_timer_cancel(r->notes_timer);
+    r->notes_timer = NULL;
+    if (r->nnotes == 0)
+        return;
+    if (ledger_add_notes(r->ledger, r->notes, r->nnotes) < 0) {
+        log_warn("cannot write the notes of %zu experiments to git yet: %s", r->nnotes,
+                 error_message());
+        error_clear();
+        return;
+    }
+    notes_clear(r);
+}
+
+static void on_notes_timer(struct loop_timer *timer, void *ud)
+{
+    struct research *r = ud;
+    (void)timer;
+    r->notes_timer = NULL;
+    flush_notes(r);
+}
+
+/* Queues text (taken) as the note of commit. Notes are written once the
+ * next experiment's sandbox has started, so that writing them overlaps its
+ * run instead of delaying it; else after NOTES_WAIT_MS; and at the end of
+ * the run. The note is the full record of the experiment in git, but
+ * nothing in the loop reads it: the commit and its ref, written at once,
+ * are what a resume relies on. */
+static void queue_note(struct research *r, const char *commit, char *text)
+{
+    if (r->nnotes == r->notes_cap)
+        r->notes = xreallocarray(r->notes, r->notes_cap = r->notes_cap ? r->notes_cap * 2 : 8,
+                                 sizeof *r->notes);
+    r->notes[r->nnotes++] = (struct ledger_note){xstrdup(commit), text};
+    if (!r->notes_timer)
+        r->notes_timer = loop_timer_add(r->loop, NOTES_WAIT_MS, on_notes_timer, r);
+}
+
+/* Queues the note of node id's commit when git has none (written by a
+ * session that ended before it wrote its notes). */
+static void queue_missing_note(struct research *r, long id)
+{
+    const struct rs_node *n = &r->nodes[id];
+    char *text = NULL;
+    if (id == 0 || !n->commit)
+        return;
+    if (ledger_note(r->ledger, n->commit, &text) == 0) {
+        free(text);
+        return;
+    }
+    error_clear();
+    queue_note(r, n->commit, note_text(r, n));
+}
+
 /* Commits node id (state committing) and records the commit (state done).
  * A commit already under the node's ref (made before a crash) is taken as
  * it is. */
@@ -1195,7 +1275,6 @@ static void eval_commit(struct research *r, long id)
             snprintf(hex, sizeof hex, "%s", r->run.baseline);
         } else {
             char *body = commit_body(r, n);
-            char *note = note_text(r, n);
             char *metric = isnan(n->metric) ? NULL : xasprintf("%.12g", n->metric);
             const char *title = n->title && n->title[0] ? n->title : "Experiment";
             struct ledger_commit c = {
@@ -1209,15 +1288,22 @@ static void eval_commit(struct research *r, long id)
                 .metric_name = r->cfg->task_metric,
                 .metric = metric,
                 .model = r->model_label,
-                .note = note,
             };
             if (!c.tree)
                 rc = error_set("experiment n%ld has no recorded files", id);
-            else
-                rc = ledger_commit(r->ledger, &c, hex);
+            else if ((rc = ledger_commit(r->ledger, &c, hex)) == 0)
+                queue_note(r, hex, note_text(r, n));
             free(metric);
             free(body);
-            free(note);
+        }
+    } else if (rc == 0 && id != 0) {
+        /* committed before a crash: its note may not have been written */
+        char *text = NULL;
+        if (ledger_note(r->ledger, hex, &text) == 0)
+            free(text);
+        else {
+            error_clear();
+            queue_note(r, hex, note_text(r, n));
         }
     }
     free(name);
@@ -2253,6 +2339,8 @@ static void research_free(struct research *r)
     for (size_t i = 0; i < r->n; i++)
         if (r->live && r->live[i])
             live_free(r->live[i]);
+    notes_clear(r);
+    free(r->notes);
     rs_nodes_free(r->nodes, r->n);
     free(r->live);
     memory_free(r->mem);
@@ -2331,9 +2419,16 @@ int research_run(const struct research_options *opt)
             r.resume_pending++;
             eval_enqueue(&r, (long)i, false);
         }
+    if (opt->resume) {
+        for (size_t i = 1; i < r.n; i++)
+            if (!strcmp(r.nodes[i].state, "done"))
+                queue_missing_note(&r, (long)i);
+        flush_notes(&r);
+    }
     start_engine(&r);
     if (!r.finished && loop_run(r.loop) < 0)
         rc = TH_ERR;
+    flush_notes(&r);
     /* the end: save the run's state */
     if (r.engine_running || r.engine_done)
         r.run.iterations += (long)mcts_iterations(r.tree);

@@ -441,6 +441,22 @@ class TestInterruptAndResume(RunCase):
                                   "--glob=refs/thalamus/runs/r1/*").strip(), commits_before)
         self.check_store(ws, "r1")
 
+    def test_notes_left_unwritten_are_written_on_resume(self):
+        # notes are written after the commits, while the next experiment
+        # runs; a session that ended before writing them leaves commits
+        # without notes, which the next session writes, together
+        ws = self.workspace()
+        head = self.git(ws, "rev-parse", "HEAD").strip()
+        self.ok("run", "--provider", "offline", "--rounds", "1", "--seed", "5", cwd=ws)
+        self.git(ws, "update-ref", "-d", "refs/notes/thalamus")
+        con = self.db(ws)
+        con.execute("UPDATE research_runs SET status = 'running' WHERE id = 'r1'")
+        con.commit()
+        con.close()
+        self.ok("resume", cwd=ws)
+        self.check_ledger(ws, "r1", head)  # every experiment has its note again
+        self.assertEqual(self.git(ws, "rev-list", "--count", "refs/notes/thalamus").strip(), "1")
+
 
 class TestBrokenWorkspace(RunCase):
     def in_namespace(self, script):

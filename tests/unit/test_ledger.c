@@ -354,6 +354,65 @@ static void test_tree_keeps_bytes(void)
     ledger_free(l);
 }
 
+/* Notes added together make one commit of the notes; two in the same
+ * fan-out directory both land there; a note written flat, or an earlier
+ * note of the same commit, is replaced. */
+static void test_notes_in_one_commit(void)
+{
+    struct ledger *l = NULL;
+    REQUIRE(ledger_open(&l, repo) == 0);
+    char head[LEDGER_HEX_SIZE];
+    REQUIRE(ledger_head(l, head) == 0);
+    char *out = sh("git notes --ref=thalamus add -f -m 'flat' %s 2>/dev/null && echo ok", head);
+    CHECK_EQ_STR(out, "ok");
+    free(out);
+    char *count = sh("git rev-list --count refs/notes/thalamus");
+    int before = count ? atoi(count) : -1;
+    free(count);
+    const char *same1 = "aa00000000000000000000000000000000000001";
+    const char *same2 = "aa00000000000000000000000000000000000002";
+    struct ledger_note notes[3] = {
+        {head, "status: ok\nthe baseline\n"}, {same1, "first\n"}, {same2, "second\n"}};
+    REQUIRE(ledger_add_notes(l, notes, 3) == 0);
+    count = sh("git rev-list --count refs/notes/thalamus");
+    CHECK(count && atoi(count) == before + 1);
+    free(count);
+    const char *want[3] = {"status: ok\nthe baseline\n", "first\n", "second\n"};
+    for (int i = 0; i < 3; i++) {
+        char *text = NULL;
+        REQUIRE(ledger_note(l, notes[i].commit, &text) == 0);
+        CHECK_EQ_STR(text, want[i]);
+        free(text);
+    }
+    out = sh("git ls-tree -r --name-only refs/notes/thalamus | grep -c '^aa/'");
+    CHECK_EQ_STR(out, "2");
+    free(out);
+    out = sh("git ls-tree --name-only refs/notes/thalamus | grep -c '^%s$' || true", head);
+    CHECK_EQ_STR(out, "0"); /* the flat note is gone, replaced */
+    free(out);
+    out = sh("git notes --ref=thalamus show %s", head);
+    CHECK_EQ_STR(out, "status: ok\nthe baseline");
+    free(out);
+    /* again for one of them: replaced, not added */
+    struct ledger_note again = {same2, "second, again\n"};
+    REQUIRE(ledger_add_notes(l, &again, 1) == 0);
+    out = sh("git ls-tree -r --name-only refs/notes/thalamus | grep -c '^aa/'");
+    CHECK_EQ_STR(out, "2");
+    free(out);
+    char *text = NULL;
+    REQUIRE(ledger_note(l, same2, &text) == 0);
+    CHECK_EQ_STR(text, "second, again\n");
+    free(text);
+    struct ledger_note bad = {"not-a-commit", "x"};
+    CHECK(ledger_add_notes(l, &bad, 1) < 0);
+    CHECK_CONTAINS(error_message(), "is not a commit id");
+    error_clear();
+    out = sh("git fsck --no-dangling 2>&1 && echo clean");
+    CHECK_CONTAINS(out, "clean");
+    free(out);
+    ledger_free(l);
+}
+
 static void test_errors(void)
 {
     struct ledger *l = NULL;
@@ -382,6 +441,7 @@ int main(void)
     RUN(test_commit_ref_note_and_diff);
     RUN(test_tree_keeps_bytes);
     RUN(test_notes_fan_out);
+    RUN(test_notes_in_one_commit);
     RUN(test_errors);
     char *cmd = xasprintf("rm -rf '%s'", root);
     if (system(cmd) != 0)
