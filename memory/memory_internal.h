@@ -68,6 +68,11 @@ struct memory {
     /* document frequencies and term counts, kept between similarity calls
      * (see memory_similar.c) */
     struct memory_sim_cache *sim;
+    /* for tests: memory_similar() takes its candidates from the keyword
+     * search even where it may score every item of the kind instead
+     * (similar_no_scan); similar_scans counts the calls that scanned */
+    bool similar_no_scan;
+    long similar_scans;
 };
 
 /* Frees the caches of memory_similar.c (NULL: none). */
@@ -152,6 +157,18 @@ struct memory_keyword_hit {
 };
 int memory_keyword_search(struct memory *m, const char *text, const char *kind, long limit,
                           struct memory_keyword_hit **out, size_t *n);
+
+/* The terms of text that memory_keyword_search() searches for each alone,
+ * when its query is one for the items holding any of its words (those
+ * held by few enough items and among its first 32, see query_words and
+ * rare_threshold there), whatever the kind and limit: 1 with the terms
+ * (sorted, distinct: free each and *out) of the searched words that make
+ * exactly one token, so that every item holding one of them in any column
+ * matches the search, and *whole true when no searched word makes several
+ * tokens (a phrase), so that the search matches no other item; 0 when the
+ * search narrows to items holding several words (every word is common),
+ * or a negative TH_E*. */
+int memory_keyword_terms(struct memory *m, const char *text, char ***out, size_t *n, bool *whole);
 
 /* Common English words (lower case, NULL-terminated) that carry no topic:
  * left out of full-text queries and of similarity vectors. */

@@ -326,28 +326,26 @@ static int run_match(struct memory *m, const char *kind, long limit, const char 
  * count costs at most that many index entries; fts5vocab would read the
  * word's whole posting list). A count under the cap is exact: it goes to
  * the document frequencies that memory_similar.c keeps while the index is
- * unchanged, and is taken from there next time. */
-static int capped_df(struct memory *m, const struct qword *w, long *out)
+ * unchanged, and is taken from there next time. With term_out, *term_out
+ * gets the word's one token (free it), NULL when it makes none or several. */
+static int capped_df(struct memory *m, const struct qword *w, long *out, char **term_out)
 {
-    char *term = NULL;
+    char *term = NULL, *q = NULL;
+    sqlite3_stmt *st;
     long df;
     int rc = memory_sim_df_find(m, w->p, w->n, &term, &df);
-    if (rc < 0) {
-        free(term);
-        return rc;
-    }
+    if (rc < 0)
+        goto cleanup;
     if (rc == 1) {
         *out = df <= COMMON_DF ? df : COMMON_DF + 1;
-        free(term);
-        return 0;
+        rc = 0;
+        goto cleanup;
     }
     rc = 0;
-    char *q = xasprintf("\"%.*s\"", (int)w->n, w->p);
-    sqlite3_stmt *st = memory_stmt(m, ST_FTS_COUNT_CAPPED);
-    if (!st) {
-        free(q);
-        free(term);
-        return TH_ERR;
+    q = xasprintf("\"%.*s\"", (int)w->n, w->p);
+    if (!(st = memory_stmt(m, ST_FTS_COUNT_CAPPED))) {
+        rc = TH_ERR;
+        goto cleanup;
     }
     sqlite3_bind_text(st, 1, q, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, COMMON_DF + 1);
@@ -358,6 +356,11 @@ static int capped_df(struct memory *m, const struct qword *w, long *out)
     sqlite3_reset(st);
     if (rc == 0 && term && *out <= COMMON_DF)
         memory_sim_df_store(m, term, *out);
+cleanup:
+    if (rc == 0 && term_out) {
+        *term_out = term;
+        term = NULL;
+    }
     free(q);
     free(term);
     return rc;
@@ -437,6 +440,40 @@ static int common_window(struct memory *m, int64_t *above)
     return rc;
 }
 
+/* What a keyword search for a text asks the index: its words and how many
+ * items hold each (capped, see capped_df()); with terms, each word's one
+ * token too (NULL when it makes none or several). */
+struct keyword_plan {
+    struct qword words[MAX_QUERY_TERMS];
+    double word_df[MAX_QUERY_TERMS];
+    char *terms[MAX_QUERY_TERMS];
+    size_t n, rare; /* words, and those held by at most COMMON_DF items */
+};
+
+static void keyword_plan_free(struct keyword_plan *p)
+{
+    for (size_t i = 0; i < p->n; i++)
+        free(p->terms[i]);
+}
+
+static int keyword_plan(struct memory *m, const char *text, bool terms, struct keyword_plan *p)
+{
+    memset(p->terms, 0, sizeof p->terms);
+    p->rare = 0;
+    p->n = query_words(text, p->words);
+    if (p->n == 0)
+        return 0;
+    int rc = memory_sim_cache_sync(m); /* the word counts capped_df() may reuse */
+    for (size_t i = 0; rc == 0 && i < p->n; i++) {
+        rc = capped_df(m, &p->words[i], &p->words[i].df, terms ? &p->terms[i] : NULL);
+        p->word_df[i] = (double)p->words[i].df;
+        p->rare += p->words[i].df <= COMMON_DF;
+    }
+    if (rc < 0)
+        keyword_plan_free(p);
+    return rc;
+}
+
 /* BM25 candidates. An FTS5 query costs in proportion to the items that
  * hold any of its words (each is read and ranked), so words held by more
  * than COMMON_DF items are handled the way Lucene's common-terms query
@@ -457,26 +494,17 @@ int memory_keyword_search(struct memory *m, const char *text, const char *kind, 
 {
     *out = NULL;
     *nout = 0;
-    struct qword words[MAX_QUERY_TERMS];
-    size_t n = query_words(text, words);
-    if (n == 0)
-        return 0;
+    struct keyword_plan p;
+    int plan = keyword_plan(m, text, false, &p);
+    if (plan < 0 || p.n == 0)
+        return plan;
+    const struct qword *words = p.words;
+    const double *word_df = p.word_df;
+    size_t n = p.n, rare = p.rare, ndf;
     struct hit_list hits = {0};
-    double word_df[MAX_QUERY_TERMS];
     double df[MAX_PAIR_WORDS * (MAX_PAIR_WORDS - 1) > MAX_QUERY_TERMS
                   ? MAX_PAIR_WORDS * (MAX_PAIR_WORDS - 1)
                   : MAX_QUERY_TERMS];
-    size_t ndf, rare = 0;
-    int sync = memory_sim_cache_sync(m); /* the word counts capped_df() may reuse */
-    if (sync < 0)
-        return sync;
-    for (size_t i = 0; i < n; i++) {
-        int rc = capped_df(m, &words[i], &words[i].df);
-        if (rc < 0)
-            return rc;
-        word_df[i] = (double)words[i].df;
-        rare += words[i].df <= COMMON_DF;
-    }
     long found = 0;
     int rc = 0;
     char *q;
@@ -517,6 +545,71 @@ done:
     *out = hits.v;
     *nout = hits.n;
     return 0;
+}
+
+static int compare_terms(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static int count_token(const char *token, int len, void *ud)
+{
+    (void)token;
+    (void)len;
+    return ++*(int *)ud > 1; /* a second token: enough */
+}
+
+int memory_keyword_terms(struct memory *m, const char *text, char ***out, size_t *nout, bool *whole)
+{
+    *out = NULL;
+    *nout = 0;
+    *whole = true;
+    struct keyword_plan p;
+    int rc = keyword_plan(m, text, true, &p);
+    if (rc < 0)
+        return rc;
+    if (p.n > 0 && p.rare == 0) { /* only common words: narrowed to items holding several */
+        keyword_plan_free(&p);
+        return 0;
+    }
+    /* one query for any of the rare words within the budget, over all items
+     * (memory_keyword_search() above) */
+    long max_df = p.n ? rare_threshold(p.words, p.n, m->posting_budget) : -1;
+    char **terms = xcalloc(p.n ? p.n : 1, sizeof *terms);
+    size_t k = 0;
+    for (size_t i = 0; i < p.n; i++) {
+        if (p.words[i].df > max_df)
+            continue;
+        if (p.terms[i]) {
+            terms[k++] = p.terms[i];
+            p.terms[i] = NULL;
+        } else if (*whole) { /* no token (matches nothing) or a phrase */
+            int count = 0;
+            if ((rc = memory_tokenize(m, p.words[i].p, p.words[i].n, count_token, &count)) < 0)
+                break;
+            rc = 0;
+            *whole = count < 2;
+        }
+    }
+    keyword_plan_free(&p);
+    if (k > 1)
+        qsort(terms, k, sizeof *terms, compare_terms);
+    size_t d = 0; /* distinct: "network" and "networks" make one term */
+    for (size_t i = 0; i < k; i++) {
+        if (d && !strcmp(terms[d - 1], terms[i]))
+            free(terms[i]);
+        else
+            terms[d++] = terms[i];
+    }
+    if (rc < 0) {
+        for (size_t i = 0; i < d; i++)
+            free(terms[i]);
+        free(terms);
+        return rc;
+    }
+    *out = terms;
+    *nout = d;
+    return 1;
 }
 
 static int keyword_candidates(struct memory *m, const struct memory_recall_options *o,

@@ -10,16 +10,21 @@
  * where N is the number of items and df a term's document frequency, read
  * from the index's fts5vocab table. Candidates come from the keyword
  * search of recall (BM25, planned to stay cheap on large stores) and are
- * then scored exactly. Why not shingled
+ * then scored exactly; when the search would keep all its matches (a kind
+ * of few items, a small bank of ideas) and which items it matches can be
+ * told from their terms, every item of the kind is scored straight from
+ * the table instead (see may_scan()): the same result without the ranked
+ * query. Why not shingled
  * Jaccard: ideas are short and paraphrased, so word n-grams rarely repeat,
  * and Jaccard weighs "the" like "dropout"; the idf weights make two ideas
  * similar only when they share the words that are rare in this workspace.
- * Depends on memory_internal, alloc, buf, error and SQLite (FTS5).
+ * Depends on memory_internal, store, alloc, buf, error and SQLite (FTS5).
  */
 #include "memory_internal.h"
 
 #include "alloc.h"
 #include "error.h"
+#include "store.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -450,17 +455,16 @@ static void termvec_free(struct termvec *v)
     memset(v, 0, sizeof *v);
 }
 
-/* The TF-IDF vector of text, (1 + ln tf) * idf per distinct term, and its
- * Euclidean norm. Its terms belong to the cache: use it before the next
- * cache_get(). */
-static int termvec_build(struct memory *m, struct memory_sim_cache *cache, const char *text,
+/* The TF-IDF vector of the term counts tf, (1 + ln tf) * idf per distinct
+ * term, and its Euclidean norm. Its terms belong to the cache: use it
+ * before the next cache_get(). */
+static int termvec_weigh(struct memory *m, struct memory_sim_cache *cache, const struct tfvec *tf,
                          struct termvec *v)
 {
     memset(v, 0, sizeof *v);
-    const struct tfvec *tf;
     long total = 0;
-    int rc = tf_of(m, cache, text, &tf);
-    if (rc < 0 || (rc = items_total(m, &total)) < 0)
+    int rc = items_total(m, &total);
+    if (rc < 0)
         return rc;
     if (tf->n == 0)
         return 0;
@@ -481,6 +485,16 @@ static int termvec_build(struct memory *m, struct memory_sim_cache *cache, const
     v->n = tf->n;
     v->norm = sqrt(sq);
     return 0;
+}
+
+/* The TF-IDF vector of text (see termvec_weigh()). */
+static int termvec_build(struct memory *m, struct memory_sim_cache *cache, const char *text,
+                         struct termvec *v)
+{
+    memset(v, 0, sizeof *v);
+    const struct tfvec *tf;
+    int rc = tf_of(m, cache, text, &tf);
+    return rc < 0 ? rc : termvec_weigh(m, cache, tf, v);
 }
 
 struct one_token {
@@ -614,6 +628,214 @@ static int compare_matches(const void *a, const void *b)
     return x->id < y->id ? -1 : x->id > y->id;
 }
 
+/* How many items of kind (NULL: any) the store holds, counted up to
+ * limit + 1 only. */
+static int count_items(struct memory *m, const char *kind, long limit, long *out)
+{
+    if (!kind)
+        return items_total(m, out);
+    sqlite3_stmt *st = store_stmt(
+        m->store, "SELECT count(*) FROM (SELECT 1 FROM memory_items WHERE kind = ?1 LIMIT ?2)");
+    if (!st)
+        return memory_db_error(m, "count the items of");
+    sqlite3_bind_text(st, 1, kind, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)limit + 1);
+    int rc = 0;
+    if (sqlite3_step(st) == SQLITE_ROW)
+        *out = (long)sqlite3_column_int64(st, 0);
+    else
+        rc = memory_db_error(m, "count the items of");
+    sqlite3_reset(st);
+    return rc;
+}
+
+/* Whether each term of v is one of the sorted terms. */
+static bool terms_cover(char *const *terms, size_t n, const struct termvec *v)
+{
+    size_t j = 0;
+    for (size_t i = 0; i < v->n; i++) {
+        while (j < n && strcmp(terms[j], v->terms[i].text) < 0)
+            j++;
+        if (j == n || strcmp(terms[j], v->terms[i].text))
+            return false;
+    }
+    return true;
+}
+
+/* Whether the item with the term counts tf shares a term with v. */
+static bool shares_term(const struct termvec *v, const struct tfvec *tf)
+{
+    size_t i = 0, j = 0;
+    while (i < v->n && j < tf->n) {
+        int c = strcmp(v->terms[i].text, tf->terms[j].text);
+        if (c == 0)
+            return true;
+        if (c < 0)
+            i++;
+        else
+            j++;
+    }
+    return false;
+}
+
+/* Whether the term counts tf hold one of the sorted terms. */
+static bool holds_term(char *const *terms, size_t n, const struct tfvec *tf)
+{
+    size_t i = 0, j = 0;
+    while (i < n && j < tf->n) {
+        int c = strcmp(terms[i], tf->terms[j].text);
+        if (c == 0)
+            return true;
+        if (c < 0)
+            i++;
+        else
+            j++;
+    }
+    return false;
+}
+
+/* How memory_similar() takes its candidates, see may_scan(). */
+struct scan_plan {
+    bool scan; /* every item of the kind rather than the keyword search's */
+    /* NULL: each item holding a term of qv is a candidate; else only those
+     * that hold one of these terms too */
+    char **terms;
+    size_t nterms;
+};
+
+static void scan_plan_free(struct scan_plan *p)
+{
+    for (size_t i = 0; i < p->nterms; i++)
+        free(p->terms[i]);
+    free(p->terms);
+    memset(p, 0, sizeof *p);
+}
+
+/* Whether memory_similar() may score every item of kind instead of the
+ * keyword search's candidates, with the same result. With a threshold
+ * above 0 only an item that holds a term of the text's vector qv (in its
+ * title or text) can reach it, and it is then one of the search's
+ * candidates when (1) the search keeps all its matches: the kind has at
+ * most limit items, (2) the index holds the item: no bulk load of this
+ * connection is open, whose items are indexed only at its commit, and (3)
+ * the search matches the item. The search looks for each of its words
+ * alone; when each term of qv is one of those words, (3) holds for every
+ * such item (the plan has no terms). When not (a word left out as common,
+ * or past the search's first 32), the plan keeps the searched terms, and
+ * the scan checks (3) itself: the item holds one of them in its title,
+ * text or tags. That needs every searched word to be one term (not a
+ * phrase) that the term counts keep (not a stop word). Fills qv when the
+ * plan scans. */
+static int may_scan(struct memory *m, struct memory_sim_cache *cache, const char *text,
+                    const char *kind, double threshold, long limit, struct termvec *qv,
+                    struct scan_plan *plan)
+{
+    memset(plan, 0, sizeof *plan);
+    if (!(threshold > 0) || m->bulk || m->similar_no_scan)
+        return 0;
+    long count = 0;
+    int rc = count_items(m, kind, limit, &count);
+    if (rc < 0 || count > limit)
+        return rc;
+    bool whole;
+    if ((rc = memory_keyword_terms(m, text, &plan->terms, &plan->nterms, &whole)) != 1 ||
+        (rc = termvec_build(m, cache, text, qv)) < 0) {
+        scan_plan_free(plan);
+        return rc < 0 ? rc : 0;
+    }
+    if (terms_cover(plan->terms, plan->nterms, qv)) {
+        scan_plan_free(plan);
+        plan->scan = true;
+        return 0;
+    }
+    plan->scan = whole;
+    for (size_t i = 0; i < plan->nterms && plan->scan; i++)
+        plan->scan = strlen(plan->terms[i]) <= 200 && !is_stop(m->tok, plan->terms[i]);
+    if (!plan->scan) {
+        scan_plan_free(plan);
+        termvec_free(qv);
+    } else if (!plan->terms) { /* no searched term: an empty list, not "every item" */
+        plan->terms = xcalloc(1, sizeof *plan->terms);
+    }
+    return 0;
+}
+
+static void add_match(struct memory_match **list, size_t *len, size_t *cap, int64_t id, double sim,
+                      sqlite3_stmt *st, int kind_col, const char *title, const char *body)
+{
+    if (*len == *cap)
+        *list = xreallocarray(*list, *cap = *cap ? *cap * 2 : 16, sizeof **list);
+    if (!title || !title[0])
+        title = body;
+    (*list)[(*len)++] = (struct memory_match){id, sim, memory_column_dup(st, kind_col),
+                                              xstrdup(title ? title : "")};
+}
+
+/* Scores every item of kind (NULL: any) against qv, see may_scan():
+ * 0, or 1 when an item is too long for its term counts to be those of the
+ * index (the text is cut at MEMORY_MAX_TEXT), or a negative TH_E*. */
+static int scan_items(struct memory *m, struct memory_sim_cache *cache, const struct termvec *qv,
+                      const struct scan_plan *plan, const char *kind, double threshold,
+                      struct memory_match **list, size_t *len)
+{
+    sqlite3_stmt *st =
+        kind ? store_stmt(m->store,
+                          "SELECT id, kind, title, text, tags FROM memory_items WHERE kind = ?1")
+             : store_stmt(m->store, "SELECT id, kind, title, text, tags FROM memory_items");
+    if (!st)
+        return memory_db_error(m, "search");
+    if (kind)
+        sqlite3_bind_text(st, 1, kind, -1, SQLITE_STATIC);
+    size_t cap = 0;
+    char *doc = NULL;
+    size_t doccap = 0;
+    int rc = 0, step;
+    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *title = (const char *)sqlite3_column_text(st, 2);
+        const char *body = (const char *)sqlite3_column_text(st, 3);
+        const char *tags = (const char *)sqlite3_column_text(st, 4);
+        size_t tn = title ? strlen(title) : 0, bn = body ? strlen(body) : 0;
+        if (tn + 1 + bn > MEMORY_MAX_TEXT || (tags && strlen(tags) > MEMORY_MAX_TEXT)) {
+            rc = 1;
+            break;
+        }
+        if (tn + bn + 2 > doccap)
+            doc = xrealloc(doc, doccap = tn + bn + 2);
+        memcpy(doc, title ? title : "", tn); /* as the keyword candidates: title, line, text */
+        doc[tn] = '\n';
+        memcpy(doc + tn + 1, body ? body : "", bn);
+        doc[tn + 1 + bn] = '\0';
+        const struct tfvec *tf, *tagtf;
+        struct termvec dv;
+        if ((rc = tf_of(m, cache, doc, &tf)) < 0)
+            break;
+        if (!shares_term(qv, tf)) /* similarity 0 */
+            continue;
+        if (plan->terms && !holds_term(plan->terms, plan->nterms, tf)) { /* a match by its tags? */
+            if ((rc = tf_of(m, cache, tags ? tags : "", &tagtf)) < 0)
+                break;
+            if (!holds_term(plan->terms, plan->nterms, tagtf))
+                continue;                             /* not a candidate of the search */
+            if ((rc = tf_of(m, cache, doc, &tf)) < 0) /* again: the table may have grown */
+                break;
+        }
+        if ((rc = termvec_weigh(m, cache, tf, &dv)) < 0)
+            break;
+        double sim = termvec_cosine(qv, &dv);
+        termvec_free(&dv);
+        if (sim < threshold)
+            continue;
+        add_match(list, len, &cap, sqlite3_column_int64(st, 0), sim, st, 1, title, body);
+    }
+    if (rc == 0 && step != SQLITE_DONE)
+        rc = memory_db_error(m, "search");
+    sqlite3_reset(st);
+    free(doc);
+    if (rc == 0)
+        m->similar_scans++;
+    return rc;
+}
+
 int memory_similar(struct memory *m, const char *text, const char *kind, double threshold,
                    size_t max, struct memory_match **out, size_t *n)
 {
@@ -634,10 +856,25 @@ int memory_similar(struct memory *m, const char *text, const char *kind, double 
     struct memory_keyword_hit *cands = NULL;
     size_t len = 0, cap = 0, ncands = 0;
     sqlite3_stmt *st = NULL;
+    struct scan_plan plan = {0};
     if (max == 0)
         goto cleanup;
     /* candidates: the keyword search of recall, bounded on large stores */
     long limit = max * 4 > 100 ? (long)max * 4 : 100;
+    if ((rc = cache_get(m, &cache)) < 0 ||
+        (rc = may_scan(m, cache, clean.data, kind, threshold, limit, &qv, &plan)) < 0)
+        goto cleanup;
+    if (plan.scan) { /* or every item of the kind, when that gives the same */
+        if (qv.n && (rc = scan_items(m, cache, &qv, &plan, kind, threshold, &list, &len)) < 0)
+            goto cleanup;
+        if (rc == 0)
+            goto sort;
+        memory_matches_free(list, len); /* an item too long to judge: the search after all */
+        list = NULL;
+        len = 0;
+        rc = 0;
+        termvec_free(&qv);
+    }
     if ((rc = memory_keyword_search(m, clean.data, kind, limit, &cands, &ncands)) < 0 ||
         ncands == 0)
         goto cleanup;
@@ -670,13 +907,9 @@ int memory_similar(struct memory *m, const char *text, const char *kind, double 
         termvec_free(&dv);
         if (sim < threshold)
             continue;
-        if (len == cap)
-            list = xreallocarray(list, cap = cap ? cap * 2 : 16, sizeof *list);
-        if (!title || !title[0])
-            title = body;
-        list[len++] = (struct memory_match){cands[c].id, sim, memory_column_dup(st, 0),
-                                            xstrdup(title ? title : "")};
+        add_match(&list, &len, &cap, cands[c].id, sim, st, 0, title, body);
     }
+sort:
     if (len)
         qsort(list, len, sizeof *list, compare_matches);
     while (len > max) {
@@ -687,6 +920,7 @@ int memory_similar(struct memory *m, const char *text, const char *kind, double 
 cleanup:
     sqlite3_finalize(st);
     free(cands);
+    scan_plan_free(&plan);
     termvec_free(&qv);
     buf_free(&clean);
     if (rc < 0) {

@@ -7,7 +7,9 @@
  * nothing committed; doctor finds damage; export and import round-trip;
  * a bulk load indexes its items at commit and nowhere else, and its items
  * are recalled exactly as items added one by one; a version-1
- * database upgrades; the keyword search keeps to its bounds. */
+ * database upgrades; the keyword search keeps to its bounds; the novelty
+ * check scores every item of a small bank exactly as it scores the keyword
+ * search's candidates. */
 #include "check.h"
 #include "error.h"
 #include "memory.h"
@@ -924,6 +926,231 @@ static void test_keyword_counts_follow_writes(void)
     close_fixture(&f);
 }
 
+/* ---- similar: scanning a small bank gives what the search gives ------------- */
+
+static uint64_t scan_rng = 88172645463325252ULL;
+
+static unsigned scan_rand(unsigned n)
+{
+    scan_rng ^= scan_rng << 13;
+    scan_rng ^= scan_rng >> 7;
+    scan_rng ^= scan_rng << 17;
+    return (unsigned)(scan_rng % n);
+}
+
+/* Words of the bank, with spellings that tokenize alike, stop words and
+ * punctuation around them. */
+static const char *const scan_vocab[] = {
+    "dropout",  "overfitting", "batch",      "normalization", "learning", "rate",        "warmup",
+    "schedule", "spiral",      "classifier", "layers",        "residual", "attention",   "networks",
+    "network",  "gradient",    "clipping",   "momentum",      "weight",   "decay",       "noise",
+    "label",    "smoothing",   "ensemble",   "pruning",       "sparse",   "convolution", "kernel",
+    "pooling",  "mixup",       "curriculum", "optimizer",     "cosine",   "annealing",   "model",
+    "Dröpout",  "LAYERS,",     "Momentum.",  "(kernel)",      "naïve",    "the",         "of",
+    "and",      "with",        "a",          "drop-out",      "model's",  "42"};
+
+/* Words no item holds, and words that make two tokens (an em dash is a
+ * word byte to the query parser, a separator to the tokenizer). */
+static const char *const scan_extra[] = {"zeppelin",      "quasar", "résumé", "dropout—noise",
+                                         "spiral—kernel", "!!!",    "the",    "x"};
+
+#define NSCAN_VOCAB (sizeof scan_vocab / sizeof scan_vocab[0])
+#define NSCAN_EXTRA (sizeof scan_extra / sizeof scan_extra[0])
+
+static void scan_words(char *out, size_t cap, unsigned min, unsigned spread)
+{
+    size_t len = 0;
+    unsigned n = min + scan_rand(spread);
+    out[0] = '\0';
+    for (unsigned i = 0; i < n; i++) {
+        const char *w = scan_rand(8) == 0 ? scan_extra[scan_rand(NSCAN_EXTRA)]
+                                          : scan_vocab[scan_rand(NSCAN_VOCAB)];
+        int k = snprintf(out + len, cap - len, "%s%s", len ? " " : "", w);
+        if (k < 0 || (size_t)k >= cap - len)
+            break;
+        len += (size_t)k;
+    }
+}
+
+/* memory_similar(m, ...) by whichever way it chooses, and by the keyword
+ * search's candidates: the same items, in the same order, with the same
+ * similarities. Returns whether the first way scanned. */
+static bool check_similar_alike(struct memory *m, const char *text, const char *kind,
+                                double threshold, size_t max)
+{
+    struct memory_match *a = NULL, *b = NULL;
+    size_t na = 0, nb = 0;
+    long scans = m->similar_scans;
+    REQUIRE(memory_similar(m, text, kind, threshold, max, &a, &na) == 0);
+    bool scanned = m->similar_scans > scans;
+    m->similar_no_scan = true;
+    REQUIRE(memory_similar(m, text, kind, threshold, max, &b, &nb) == 0);
+    m->similar_no_scan = false;
+    CHECK(m->similar_scans == scans + scanned);
+    if (na != nb)
+        CHECK_FAIL("'%s' (kind %s, threshold %g, max %zu): %zu matches, the search gives %zu", text,
+                   kind ? kind : "any", threshold, max, na, nb);
+    for (size_t i = 0; i < na && i < nb; i++) {
+        if (a[i].id != b[i].id || fabs(a[i].similarity - b[i].similarity) > 1e-12)
+            CHECK_FAIL("'%s' (kind %s): match %zu is %lld at %.15g, the search's %lld at %.15g",
+                       text, kind ? kind : "any", i, (long long)a[i].id, a[i].similarity,
+                       (long long)b[i].id, b[i].similarity);
+        CHECK_EQ_STR(a[i].kind, b[i].kind);
+        CHECK_EQ_STR(a[i].title, b[i].title);
+    }
+    memory_matches_free(a, na);
+    memory_matches_free(b, nb);
+    return scanned;
+}
+
+static int64_t add_tagged(struct memory *m, const char *kind, const char *title, const char *text,
+                          const char *tags)
+{
+    struct memory_item it;
+    memory_item_init(&it);
+    it.kind = (char *)kind;
+    it.title = (char *)title;
+    it.text = (char *)text;
+    it.tags = (char *)tags;
+    int64_t id = 0;
+    REQUIRE(memory_item_add(m, &it, &id, NULL) == 0);
+    return id;
+}
+
+static bool has_match(struct memory *m, const char *text, int64_t id)
+{
+    struct memory_match *list = NULL;
+    size_t n = 0;
+    REQUIRE(memory_similar(m, text, "idea", 0.01, 100, &list, &n) == 0);
+    bool found = false;
+    for (size_t i = 0; i < n; i++)
+        found |= list[i].id == id;
+    memory_matches_free(list, n);
+    return found;
+}
+
+static void test_similar_scan_matches_search(void)
+{
+    struct fixture f;
+    open_fixture(&f, "simscan.db", true);
+    static const char *const kinds[] = {"idea", "idea", "idea", "note", "paper"};
+    int64_t ids[64];
+    char title[256], text[1024], tags[256];
+    REQUIRE(memory_begin(f.mem) == 0);
+    for (int i = 0; i < 64; i++) {
+        scan_words(title, sizeof title, 1, 3);
+        scan_words(text, sizeof text, 4, 10);
+        scan_words(tags, sizeof tags, 1, 2);
+        ids[i] =
+            add_tagged(f.mem, kinds[i % 5], i % 7 == 3 ? "" : title, text, i % 3 == 1 ? tags : "");
+    }
+    REQUIRE(memory_commit(f.mem) == 0);
+    /* changed and forgotten items, one of them an idea with an empty title */
+    struct memory_item it;
+    for (int i = 0; i < 64; i += 9) {
+        memory_item_init(&it);
+        scan_words(text, sizeof text, 3, 6);
+        it.text = text;
+        REQUIRE(memory_item_update(f.mem, ids[i], &it) == 0);
+    }
+    for (int i = 5; i < 64; i += 13)
+        REQUIRE(memory_item_forget(f.mem, ids[i]) == 0);
+
+    static const char *const qkinds[] = {"idea", "idea", NULL, "note"};
+    static const double thresholds[] = {0.01, 0.1, 0.3, 0.6};
+    static const size_t maxes[] = {1, 3, 5, 100};
+    int scanned = 0, searched = 0;
+    char q[2048];
+    for (int i = 0; i < 300; i++) {
+        scan_words(q, sizeof q, 1, 7);
+        bool s = check_similar_alike(f.mem, q, qkinds[scan_rand(4)], thresholds[scan_rand(4)],
+                                     maxes[scan_rand(4)]);
+        scanned += s;
+        searched += !s;
+    }
+    /* most queries scan; a word of two tokens makes one search */
+    CHECK(scanned > 200);
+    CHECK(searched > 0);
+    /* long texts, and a posting budget that leaves words out: the scan
+     * takes the items the search matches, by a kept word in any column */
+    memory_set_search_limits(f.mem, 40, 0);
+    scanned = searched = 0;
+    for (int i = 0; i < 150; i++) {
+        scan_words(q, sizeof q, 8, 40);
+        bool s = check_similar_alike(f.mem, q, qkinds[scan_rand(4)], thresholds[scan_rand(2)],
+                                     maxes[scan_rand(4)]);
+        scanned += s;
+        searched += !s;
+    }
+    CHECK(scanned > 75);
+    memory_set_search_limits(f.mem, 0, 0);
+    CHECK(check_similar_alike(f.mem, "Dropout, LAYERS and the Dröpout!", "idea", 0.01, 5));
+    CHECK(check_similar_alike(f.mem, "zeppelin quasar", NULL, 0.01, 5));
+    CHECK(!check_similar_alike(f.mem, "dropout—noise", "idea", 0.01, 5));
+    CHECK(!check_similar_alike(f.mem, "dropout noise", "idea", 0, 5)); /* threshold 0 */
+    CHECK(!check_similar_alike(f.mem, "the and of", "idea", 0, 5));    /* matches of similarity 0 */
+
+    /* words the search leaves out: past its first 32, or beyond its posting
+     * budget; a candidate by its tags */
+    struct buf longq;
+    buf_init(&longq, 0);
+    for (size_t i = 0; i < 34; i++)
+        buf_printf(&longq, "w%zu ", i);
+    buf_printf(&longq, "dropout momentum");
+    CHECK(check_similar_alike(f.mem, buf_str(&longq), "idea", 0.01, 5));
+    buf_free(&longq);
+    int64_t by_tag = add_tagged(f.mem, "idea", "", "dropout while brewing", "zymurgy");
+    int64_t no_tag = add_tagged(f.mem, "idea", "", "dropout while brewing", "");
+    memory_set_search_limits(f.mem, 1, 0);
+    CHECK(check_similar_alike(f.mem, "dropout momentum layers kernel", "idea", 0.01, 5));
+    CHECK(check_similar_alike(f.mem, "zymurgy dropout brewing", "idea", 0.01, 100));
+    CHECK(has_match(f.mem, "zymurgy dropout brewing", by_tag));
+    CHECK(!has_match(f.mem, "zymurgy dropout brewing", no_tag)); /* "dropout" left out */
+    memory_set_search_limits(f.mem, 0, 0);
+    CHECK(has_match(f.mem, "zymurgy dropout brewing", no_tag));
+    /* a bulk load's items are not in the index before its commit */
+    REQUIRE(memory_begin_bulk(f.mem) == 0);
+    add(f.mem, "idea", "dropout", "dropout momentum in bulk", 0.5);
+    CHECK(!check_similar_alike(f.mem, "dropout momentum", "idea", 0.01, 5));
+    REQUIRE(memory_commit(f.mem) == 0);
+    CHECK(check_similar_alike(f.mem, "dropout momentum", "idea", 0.01, 5));
+
+    /* more items of the kind than the search keeps: only then the search */
+    REQUIRE(memory_begin(f.mem) == 0);
+    for (int i = 0; i < 50; i++) {
+        scan_words(text, sizeof text, 4, 10);
+        add(f.mem, "note", "", text, 0.5);
+    }
+    REQUIRE(memory_commit(f.mem) == 0);
+    CHECK(!check_similar_alike(f.mem, "dropout momentum", NULL, 0.01, 5));
+    CHECK(check_similar_alike(f.mem, "dropout momentum", NULL, 0.01, 30)); /* keeps 120 */
+    CHECK(check_similar_alike(f.mem, "dropout momentum", "idea", 0.01, 5));
+    /* the search's best 100 by BM25, which weighs tags, hold none of the
+     * items a scan would find */
+    REQUIRE(memory_begin(f.mem) == 0);
+    for (int i = 0; i < 100; i++)
+        add_tagged(f.mem, "concept", "", "x", "dropout dropout dropout dropout");
+    REQUIRE(memory_commit(f.mem) == 0);
+    add(f.mem, "concept", "", "dropout against overfitting in rather small networks", 0.5);
+    CHECK(!check_similar_alike(f.mem, "dropout", "concept", 0.01, 5));
+
+    /* a word in more than 1,000 items is common: left out of a search with
+     * rarer words, and a search of common words only narrows to items
+     * holding several */
+    REQUIRE(memory_begin(f.mem) == 0);
+    for (int i = 0; i < 1001; i++)
+        add(f.mem, "paper", "", i % 2 ? "model noise" : "model kernel", 0.5);
+    REQUIRE(memory_commit(f.mem) == 0);
+    CHECK(check_similar_alike(f.mem, "model dropout", "idea", 0.01, 5));
+    CHECK(check_similar_alike(f.mem, "model noise", "idea", 0.01, 5));
+    CHECK(!check_similar_alike(f.mem, "model", "idea", 0.01, 5));
+    for (int i = 0; i < 40; i++) {
+        scan_words(q, sizeof q, 1, 12);
+        check_similar_alike(f.mem, q, "idea", thresholds[scan_rand(4)], maxes[scan_rand(4)]);
+    }
+    close_fixture(&f);
+}
+
 static void test_embeddings_fused_by_reciprocal_rank(void)
 {
     struct fixture f;
@@ -1678,6 +1905,7 @@ int main(void)
     RUN(test_similar_for_novelty);
     RUN(test_similarity_follows_every_write);
     RUN(test_keyword_counts_follow_writes);
+    RUN(test_similar_scan_matches_search);
     RUN(test_embeddings_fused_by_reciprocal_rank);
     RUN(test_quantized_cosines);
     RUN(test_reader_during_write);
