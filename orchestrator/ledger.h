@@ -76,6 +76,7 @@ struct ledger_note {
 /* Adds the notes under refs/notes/thalamus, all in one commit of the notes
  * (a note already there for one of the commits is replaced). */
 int ledger_add_notes(struct ledger *l, const struct ledger_note *notes, size_t n);
+
 /* Points refs/thalamus/runs/RUN/NODE at an existing commit (the baseline). */
 int ledger_set_ref(struct ledger *l, const char *run, const char *node, const char *commit);
 

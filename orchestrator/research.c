@@ -1243,20 +1243,19 @@ static void queue_note(struct research *r, const char *commit, char *text)
         r->notes_timer = loop_timer_add(r->loop, NOTES_WAIT_MS, on_notes_timer, r);
 }
 
-/* Queues the note of node id's commit when git has none (written by a
- * session that ended before it wrote its notes). */
-static void queue_missing_note(struct research *r, long id)
+/* Queues the note of node id's commit when git has none (a session that
+ * ended before writing its notes). */
+static void queue_missing_note(struct research *r, long id, const char *commit)
 {
-    const struct rs_node *n = &r->nodes[id];
     char *text = NULL;
-    if (id == 0 || !n->commit)
+    if (id == 0 || !commit)
         return;
-    if (ledger_note(r->ledger, n->commit, &text) == 0) {
+    if (ledger_note(r->ledger, commit, &text) == 0) {
         free(text);
         return;
     }
     error_clear();
-    queue_note(r, n->commit, note_text(r, n));
+    queue_note(r, commit, note_text(r, &r->nodes[id]));
 }
 
 /* Commits node id (state committing) and records the commit (state done).
@@ -1296,15 +1295,8 @@ static void eval_commit(struct research *r, long id)
             free(metric);
             free(body);
         }
-    } else if (rc == 0 && id != 0) {
-        /* committed before a crash: its note may not have been written */
-        char *text = NULL;
-        if (ledger_note(r->ledger, hex, &text) == 0)
-            free(text);
-        else {
-            error_clear();
-            queue_note(r, hex, note_text(r, n));
-        }
+    } else if (rc == 0) {
+        queue_missing_note(r, id, hex); /* committed before a crash */
     }
     free(name);
     if (rc == 0) {
@@ -2422,7 +2414,7 @@ int research_run(const struct research_options *opt)
     if (opt->resume) {
         for (size_t i = 1; i < r.n; i++)
             if (!strcmp(r.nodes[i].state, "done"))
-                queue_missing_note(&r, (long)i);
+                queue_missing_note(&r, (long)i, r.nodes[i].commit);
         flush_notes(&r);
     }
     start_engine(&r);

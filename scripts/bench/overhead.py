@@ -134,8 +134,8 @@ def creation_cost(root):
     """Median microseconds to create a small file and a directory in root:
     the loop creates a few dozen of each per experiment (git objects, work
     directories, refs), and what they cost differs widely between file
-    systems and with a file system's state. The probe's files stay until
-    the end, so that removing them does not disturb the runs."""
+    systems and with a file system's state. The probe's files are removed
+    at the end, with the workspaces."""
     probe = os.path.join(root, "probe")
     os.mkdir(probe)
     files, dirs = [], []
