@@ -88,7 +88,7 @@ def timeline(err):
     return gaps, before or 0.0, after
 
 
-def one_run(bin_, root, name, isolation, n, env):
+def one_run(bin_, root, name, isolation, n, env, keep=False):
     ws = os.path.join(root, name)
     sh([bin_, "init", ws, "--template", "classifier"], root, env)
     path = os.path.join(ws, "thalamus.lua")
@@ -112,7 +112,8 @@ def one_run(bin_, root, name, isolation, n, env):
     gaps, before, after = timeline(err)
     if not gaps:
         sys.exit("overhead: the debug log shows no experiment after the baseline")
-    shutil.rmtree(ws, ignore_errors=True)
+    if not keep:
+        shutil.rmtree(ws, ignore_errors=True)
     return gaps, before, after, cpu
 
 
@@ -152,8 +153,39 @@ def creation_cost(root):
     return 1e6 * statistics.median(files), 1e6 * statistics.median(dirs)
 
 
+class Runs:
+    """The figures of one build's runs with one isolation."""
+
+    def __init__(self):
+        self.between, self.agent, self.own, self.cpus = [], [], [], []
+        self.starts, self.ends = [], []
+
+    def add(self, gaps, before, after, cpu):
+        self.between.append(statistics.mean(g for g, _ in gaps))
+        self.agent.append(statistics.mean(a for _, a in gaps))
+        self.own.append(statistics.mean(g - a for g, a in gaps))
+        self.cpus.append(1000 * cpu / (len(gaps) + 1))
+        self.starts.append(before)
+        self.ends.append(after)
+        return (f"{self.between[-1]:.1f} ms between experiments = agents {self.agent[-1]:.1f} + "
+                f"orchestrator {self.own[-1]:.1f} (median gap "
+                f"{statistics.median(g for g, _ in gaps):.1f}, {len(gaps)} gaps); start "
+                f"{before:.0f} ms, end {after:.0f} ms; thalamus's own CPU {self.cpus[-1]:.1f} ms "
+                f"per experiment")
+
+    def summary(self):
+        med = statistics.median
+        return (f"medians per experiment: {med(self.between):.1f} ms outside the sandbox (range "
+                f"{min(self.between):.1f} to {max(self.between):.1f}), of which agents "
+                f"{med(self.agent):.1f} ms and the orchestrator {med(self.own):.1f} ms (range "
+                f"{min(self.own):.1f} to {max(self.own):.1f}); once per run: start "
+                f"{med(self.starts):.0f} ms, end {med(self.ends):.0f} ms; thalamus's own CPU "
+                f"{med(self.cpus):.1f} ms")
+
+
 def main():
     bin_, n, reps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    other = sys.argv[4] if len(sys.argv) > 4 and sys.argv[4] else None
     root = tempfile.mkdtemp(prefix="thalamus-overhead.")
     env = dict(os.environ)
     env.update(GIT_AUTHOR_NAME="bench", GIT_AUTHOR_EMAIL="bench@localhost",
@@ -165,6 +197,9 @@ def main():
           f"(load average {load}, {os.cpu_count()} CPUs); per experiment: the time from one "
           f"experiment's end to the next one's start, split into the agents' running time and "
           f"the orchestrator's")
+    if other:
+        print(f"comparing A = {bin_} with B = {other}: runs alternate A B B A ..., and every "
+              f"workspace stays until the end", flush=True)
     fstype, mount = file_system(root)
     file_us, dir_us = creation_cost(root)
     print(f"workspaces in {root} ({fstype} mounted at {mount}): creating a file there takes "
@@ -172,28 +207,26 @@ def main():
           f"another file system", flush=True)
     try:
         for isolation in ("none", "full"):
-            between, agent, own, cpus, starts, ends = [], [], [], [], [], []
+            if not other:
+                runs = Runs()
+                for rep in range(reps):
+                    line = runs.add(*one_run(bin_, root, f"ws-{isolation}-{rep}", isolation, n,
+                                             env))
+                    print(f"  isolation {isolation}: {line}", flush=True)
+                print(f"isolation {isolation}: {runs.summary()}", flush=True)
+                continue
+            runs = {"A": Runs(), "B": Runs()}
             for rep in range(reps):
-                gaps, before, after, cpu = one_run(bin_, root, f"ws-{isolation}-{rep}",
-                                                   isolation, n, env)
-                between.append(statistics.mean(g for g, _ in gaps))
-                agent.append(statistics.mean(a for _, a in gaps))
-                own.append(statistics.mean(g - a for g, a in gaps))
-                cpus.append(1000 * cpu / (len(gaps) + 1))
-                starts.append(before)
-                ends.append(after)
-                print(f"  isolation {isolation}: {between[-1]:.1f} ms between experiments = "
-                      f"agents {agent[-1]:.1f} + orchestrator {own[-1]:.1f} (median gap "
-                      f"{statistics.median(g for g, _ in gaps):.1f}, {len(gaps)} gaps); start "
-                      f"{before:.0f} ms, end {after:.0f} ms; thalamus's own CPU {cpus[-1]:.1f} ms "
-                      f"per experiment", flush=True)
-            print(f"isolation {isolation}: medians per experiment: {statistics.median(between):.1f}"
-                  f" ms outside the sandbox (range {min(between):.1f} to {max(between):.1f}), of "
-                  f"which agents {statistics.median(agent):.1f} ms and the orchestrator "
-                  f"{statistics.median(own):.1f} ms (range {min(own):.1f} to {max(own):.1f}); "
-                  f"once per run: start {statistics.median(starts):.0f} ms, end "
-                  f"{statistics.median(ends):.0f} ms; thalamus's own CPU "
-                  f"{statistics.median(cpus):.1f} ms", flush=True)
+                for k in ("A", "B") if rep % 2 == 0 else ("B", "A"):
+                    line = runs[k].add(*one_run(bin_ if k == "A" else other, root,
+                                                f"ws-{isolation}-{k}{rep}", isolation, n, env,
+                                                keep=True))
+                    print(f"  isolation {isolation}, {k}: {line}", flush=True)
+            for k in ("A", "B"):
+                print(f"isolation {isolation}, {k}: {runs[k].summary()}", flush=True)
+            faster = sum(b < a for a, b in zip(runs["A"].own, runs["B"].own))
+            print(f"isolation {isolation}: the orchestrator's own time was lower with B in "
+                  f"{faster} of {reps} pairs", flush=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -15,7 +15,12 @@
 # a directory costs there. Prints figures only.
 # Usage: scripts/bench/overhead.sh [N=30] [REPS=3]
 # THALAMUS_BIN picks the binary (default: build/bin/thalamus); the
-# workspaces go under TMPDIR (default /tmp).
+# workspaces go under TMPDIR (default /tmp). With THALAMUS_BIN_B, a second
+# binary, it compares the two: REPS runs of each per isolation, alternated
+# A B B A ..., every workspace kept until the end, medians of each and in
+# how many pairs B's orchestrator time was lower. Wall figures on one host
+# drift with its load and its file system, so alternating in one session
+# is the fair way to compare two builds.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 bin=${THALAMUS_BIN:-$PWD/build/bin/thalamus}
@@ -23,4 +28,9 @@ if [ ! -x "$bin" ]; then
   echo "overhead: no thalamus at '$bin'; run scripts/build.sh first or set THALAMUS_BIN" >&2
   exit 1
 fi
-exec python3 scripts/bench/overhead.py "$bin" "${1:-30}" "${2:-3}"
+other=${THALAMUS_BIN_B:-}
+if [ -n "$other" ] && [ ! -x "$other" ]; then
+  echo "overhead: no thalamus at '$other' (THALAMUS_BIN_B)" >&2
+  exit 1
+fi
+exec python3 scripts/bench/overhead.py "$bin" "${1:-30}" "${2:-3}" "$other"
