@@ -14,15 +14,19 @@
 #include <unistd.h>
 
 #include <git2.h>
+#include <git2/sys/odb_backend.h>
 
 #include "alloc.h"
 #include "buf.h"
 #include "error.h"
 #include "fsutil.h"
 
+struct stage;
+
 struct ledger {
     git_repository *repo;
     git_odb *odb;
+    struct stage *stage; /* owned by odb */
     char *workspace;
 };
 
@@ -30,6 +34,153 @@ static int git_fail(const char *what)
 {
     const git_error *e = git_error_last();
     return error_set("%s: %s", what, e && e->message ? e->message : "unknown libgit2 error");
+}
+
+/* ---- objects kept in memory until they are needed on disk ------------------ */
+
+/* An object database backend, consulted before the repository's own, that
+ * keeps the objects ledger_write_tree() writes in memory: a tree recorded
+ * just before an experiment starts reaches the disk (a few new files, each
+ * costly on some file systems) only when stage_flush() runs, once the
+ * experiment is under way or at the latest before a ref, a commit or a
+ * note could point at it. Reads and existence checks see the kept objects
+ * meanwhile, so this process can use them at once. Streamed writes (large
+ * files) pass through to the disk. */
+struct staged {
+    git_oid id;
+    git_object_t type;
+    size_t len;
+    unsigned char *data;
+};
+
+struct stage {
+    git_odb_backend parent;
+    bool accept; /* new objects are kept (inside ledger_write_tree) */
+    struct staged *items;
+    size_t n, cap, bytes;
+};
+
+/* Kept objects are written out when they exceed this, even mid-tree. */
+#define STAGE_MAX_BYTES ((size_t)64 << 20)
+
+static struct staged *stage_find(struct stage *s, const git_oid *id)
+{
+    for (size_t i = s->n; i-- > 0;)
+        if (git_oid_equal(&s->items[i].id, id))
+            return &s->items[i];
+    return NULL;
+}
+
+static int stage_read(void **data, size_t *len, git_object_t *type, git_odb_backend *be,
+                      const git_oid *id)
+{
+    struct staged *o = stage_find((struct stage *)be, id);
+    if (!o)
+        return GIT_ENOTFOUND;
+    if (!(*data = git_odb_backend_data_alloc(be, o->len ? o->len : 1)))
+        return -1;
+    memcpy(*data, o->data, o->len);
+    *len = o->len;
+    *type = o->type;
+    return 0;
+}
+
+static int stage_read_header(size_t *len, git_object_t *type, git_odb_backend *be,
+                             const git_oid *id)
+{
+    struct staged *o = stage_find((struct stage *)be, id);
+    if (!o)
+        return GIT_ENOTFOUND;
+    *len = o->len;
+    *type = o->type;
+    return 0;
+}
+
+static int stage_exists(git_odb_backend *be, const git_oid *id)
+{
+    return stage_find((struct stage *)be, id) != NULL;
+}
+
+static int stage_write(git_odb_backend *be, const git_oid *id, const void *data, size_t len,
+                       git_object_t type)
+{
+    struct stage *s = (struct stage *)be;
+    if (!s->accept)
+        return GIT_PASSTHROUGH;
+    if (s->n == s->cap)
+        s->items = xreallocarray(s->items, s->cap = s->cap ? s->cap * 2 : 16, sizeof *s->items);
+    struct staged *o = &s->items[s->n++];
+    o->id = *id;
+    o->type = type;
+    o->len = len;
+    o->data = xmalloc(len ? len : 1);
+    memcpy(o->data, data, len);
+    s->bytes += len;
+    return 0;
+}
+
+static int stage_writestream(git_odb_stream **out, git_odb_backend *be, git_object_size_t size,
+                             git_object_t type)
+{
+    (void)out, (void)be, (void)size, (void)type;
+    return GIT_PASSTHROUGH;
+}
+
+static void stage_free(git_odb_backend *be)
+{
+    struct stage *s = (struct stage *)be;
+    for (size_t i = 0; i < s->n; i++)
+        free(s->items[i].data);
+    free(s->items);
+    free(s);
+}
+
+/* Writes the kept objects to the repository's object database on disk. On
+ * a failure the objects not yet written stay kept. */
+static int stage_flush(struct ledger *l)
+{
+    struct stage *s = l->stage;
+    bool accept = s->accept;
+    int rc = 0;
+    s->accept = false;
+    while (s->n > 0) {
+        /* out of the stage first, or the database would find it there */
+        struct staged o = s->items[--s->n];
+        git_oid id;
+        if (git_odb_write(&id, l->odb, o.data, o.len, o.type) < 0) {
+            s->items[s->n++] = o;
+            rc = git_fail("cannot write an object to git");
+            break;
+        }
+        s->bytes -= o.len;
+        free(o.data);
+    }
+    s->accept = accept;
+    return rc;
+}
+
+int ledger_flush(struct ledger *l)
+{
+    return stage_flush(l);
+}
+
+static int stage_add(git_odb *odb, struct stage **out)
+{
+    struct stage *s = xcalloc(1, sizeof *s);
+    git_odb_init_backend(&s->parent, GIT_ODB_BACKEND_VERSION);
+    s->parent.read = stage_read;
+    s->parent.read_header = stage_read_header;
+    s->parent.exists = stage_exists;
+    s->parent.write = stage_write;
+    s->parent.writestream = stage_writestream;
+    s->parent.free = stage_free;
+    /* above the loose (1) and packed (2) backends */
+    if (git_odb_add_backend(odb, &s->parent, 1000) < 0) {
+        free(s);
+        return git_fail("cannot prepare the object database");
+    }
+    *out = s;
+    return 0;
 }
 
 int ledger_open(struct ledger **out, const char *workspace)
@@ -49,9 +200,18 @@ int ledger_open(struct ledger **out, const char *workspace)
         git_libgit2_shutdown();
         return rc;
     }
+    struct stage *stage = NULL;
+    int rc = stage_add(odb, &stage);
+    if (rc < 0) {
+        git_odb_free(odb);
+        git_repository_free(repo);
+        git_libgit2_shutdown();
+        return rc;
+    }
     struct ledger *l = xcalloc(1, sizeof *l);
     l->repo = repo;
     l->odb = odb;
+    l->stage = stage;
     l->workspace = xstrdup(workspace);
     *out = l;
     return 0;
@@ -61,6 +221,19 @@ void ledger_free(struct ledger *l)
 {
     if (!l)
         return;
+    if (l->stage->n > 0) {
+        /* kept objects are still unreferenced: write them if possible, and
+         * keep the message of an error being reported */
+        char *msg = xstrdup(error_message());
+        int code = error_code();
+        if (stage_flush(l) < 0) {
+            if (msg[0])
+                error_setc(code, "%s", msg);
+            else
+                error_clear();
+        }
+        free(msg);
+    }
     git_odb_free(l->odb);
     git_repository_free(l->repo);
     free(l->workspace);
@@ -292,6 +465,8 @@ static int store_file(struct ledger *l, int dirfd, const char *name, const char 
     if (rc == 0 && git_odb_write(out, l->odb, b.data ? b.data : "", b.len, GIT_OBJECT_BLOB) < 0)
         rc = git_fail("cannot store a file in git");
     buf_free(&b);
+    if (rc == 0 && l->stage->bytes > STAGE_MAX_BYTES)
+        rc = stage_flush(l);
     return rc;
 }
 
@@ -365,7 +540,9 @@ int ledger_write_tree(struct ledger *l, const char *dir, char out[LEDGER_HEX_SIZ
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0)
         return error_set("cannot open '%s': %s", dir, strerror(errno));
+    l->stage->accept = true;
     int rc = build_tree(l, fd, dir, &oid, &empty);
+    l->stage->accept = false;
     if (rc == 0)
         git_oid_tostr(out, LEDGER_HEX_SIZE, &oid);
     return rc;
@@ -419,8 +596,10 @@ int ledger_set_ref(struct ledger *l, const char *run, const char *node, const ch
 {
     git_oid oid;
     git_reference *ref = NULL;
+    int rc = stage_flush(l);
+    if (rc < 0)
+        return rc;
     char *name = ref_name(run, node);
-    int rc = 0;
     if (git_oid_fromstr(&oid, commit) < 0)
         rc = error_set("'%s' is not a commit id", commit);
     else if (git_reference_create(&ref, l->repo, name, &oid, 1, "thalamus: experiment") < 0)
@@ -537,7 +716,9 @@ int ledger_add_notes(struct ledger *l, const struct ledger_note *notes, size_t n
     if (n == 0)
         return 0;
     git_signature *sig = NULL;
-    int rc = signature(l->repo, &sig);
+    int rc = stage_flush(l);
+    if (rc == 0)
+        rc = signature(l->repo, &sig);
     if (rc == 0)
         rc = write_notes(l, notes, n, sig);
     git_signature_free(sig);
@@ -552,7 +733,9 @@ int ledger_commit(struct ledger *l, const struct ledger_commit *c, char out[LEDG
     git_signature *sig = NULL;
     git_oid sub, tree_id, commit_id;
     char *message = NULL;
-    int rc = lookup_commit(l, c->parent, &parent);
+    int rc = stage_flush(l); /* the experiment's tree, before anything points at it */
+    if (rc == 0)
+        rc = lookup_commit(l, c->parent, &parent);
     if (rc < 0)
         return rc;
     if ((rc = signature(l->repo, &sig)) < 0)

@@ -48,8 +48,14 @@ int ledger_materialise(struct ledger *l, const char *commit, const char *dir);
  * results.json, __pycache__ and .git) and sets out to its id. Files are
  * stored byte for byte (no line-ending or .gitattributes filter), and one
  * already in the database is not written again. An empty directory gives
- * the empty tree. */
+ * the empty tree. The new objects are kept in memory (this ledger reads
+ * them at once) until ledger_flush(), or a commit, ref or note that could
+ * point at them, writes them to disk; ledger_free() writes what is left. */
 int ledger_write_tree(struct ledger *l, const char *dir, char out[LEDGER_HEX_SIZE]);
+
+/* Writes the objects kept in memory to the repository. On a failure those
+ * not written stay kept, and a later call tries again. */
+int ledger_flush(struct ledger *l);
 
 struct ledger_commit {
     const char *run, *node;  /* for the ref and the trailers */

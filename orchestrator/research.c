@@ -697,8 +697,16 @@ static int spawn_sandbox(struct live *l)
     l->step = EV_SANDBOX;
     l->phase = "running";
     int rc = sandbox_spawn(r->loop, &spec, on_sandbox, l, &l->sb);
-    if (rc == 0)
-        flush_notes(r); /* while the experiment runs */
+    if (rc == 0) {
+        /* while the experiment runs: its recorded files (kept in memory
+         * since record_tree; the commit writes them at the latest) and the
+         * notes of those before it */
+        if (ledger_flush(r->ledger) < 0) {
+            log_warn("cannot write the files of n%ld to git yet: %s", l->id, error_message());
+            error_clear();
+        }
+        flush_notes(r);
+    }
     for (size_t i = 0; i < nb; i++)
         free(binds[i]);
     free(binds);
@@ -745,6 +753,8 @@ static void eval_run(struct live *l)
     int rc = record_tree(r, l->id, dir);
     char *veto = NULL;
     bool edited = false;
+    if (rc == 0 && l->id != 0 && r->gate)
+        rc = ledger_flush(r->ledger); /* the gate shows the change from its own ledger */
     if (rc == 0 && l->id != 0)
         rc = review_code(r->gate, r->run.id, n, r->nodes[n->parent].commit, dir, &veto, &edited);
     if (rc == 0 && edited)

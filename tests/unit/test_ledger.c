@@ -342,6 +342,7 @@ static void test_tree_keeps_bytes(void)
     free(p);
     char tree[LEDGER_HEX_SIZE];
     REQUIRE(ledger_write_tree(l, dir, tree) == 0);
+    REQUIRE(ledger_flush(l) == 0);
     out = sh("git cat-file blob %s:crlf.txt | od -An -c | tr -d ' \\n'", tree);
     CHECK_EQ_STR(out, "a\\r\\nb\\r\\n");
     free(out);
@@ -352,6 +353,75 @@ static void test_tree_keeps_bytes(void)
     free(out);
     free(dir);
     ledger_free(l);
+}
+
+/* A recorded tree's new objects stay in memory, readable by the ledger
+ * that wrote them, until a flush or a commit writes them; a file already in
+ * the repository is not written again; ledger_free() writes what is left. */
+static void test_tree_kept_until_needed(void)
+{
+    struct ledger *l = NULL;
+    REQUIRE(ledger_open(&l, repo) == 0);
+    char head[LEDGER_HEX_SIZE];
+    REQUIRE(ledger_head(l, head) == 0);
+    char *dir = fs_join(root, "work/r3/n1");
+    REQUIRE(ledger_materialise(l, head, dir) == 0);
+    char *p = fs_join(dir, "params.json");
+    write_text(p, "{\"lr\": 0.7}\n");
+    free(p);
+    char tree[LEDGER_HEX_SIZE], commit[LEDGER_HEX_SIZE];
+    REQUIRE(ledger_write_tree(l, dir, tree) == 0);
+    char *out = sh("git cat-file -e %s || echo missing", tree);
+    CHECK_EQ_STR(out, "missing");
+    free(out);
+    /* this ledger reads it already */
+    char *diff = NULL;
+    REQUIRE(ledger_diff_tree(l, head, tree, &diff) == 0);
+    CHECK_CONTAINS(diff, "+{\"lr\": 0.7}");
+    free(diff);
+    /* a commit writes the tree before itself */
+    struct ledger_commit c = {.run = "r3",
+                              .node = "n1",
+                              .parent = head,
+                              .tree = tree,
+                              .title = "Kept",
+                              .status = "ok",
+                              .metric_name = "score",
+                              .model = "offline"};
+    REQUIRE(ledger_commit(l, &c, commit) == 0);
+    out = sh("git cat-file -p %s:experiment/params.json", commit);
+    CHECK_EQ_STR(out, "{\"lr\": 0.7}");
+    free(out);
+    /* ledger_flush: the new blob and tree, and only those, reach the disk */
+    p = fs_join(dir, "params.json");
+    write_text(p, "{\"lr\": 0.8}\n");
+    free(p);
+    char *before = sh("git count-objects | cut -d' ' -f1");
+    REQUIRE(ledger_write_tree(l, dir, tree) == 0);
+    out = sh("git count-objects | cut -d' ' -f1");
+    CHECK_EQ_STR(out, before);
+    free(out);
+    REQUIRE(ledger_flush(l) == 0);
+    out = sh("git cat-file -p %s:params.json", tree);
+    CHECK_EQ_STR(out, "{\"lr\": 0.8}");
+    free(out);
+    out = sh("echo $(( $(git count-objects | cut -d' ' -f1) - %s ))", before);
+    CHECK_EQ_STR(out, "2");
+    free(out);
+    free(before);
+    /* what is still kept when the ledger closes is written */
+    p = fs_join(dir, "params.json");
+    write_text(p, "{\"lr\": 0.9}\n");
+    free(p);
+    REQUIRE(ledger_write_tree(l, dir, tree) == 0);
+    ledger_free(l);
+    out = sh("git cat-file -p %s:params.json", tree);
+    CHECK_EQ_STR(out, "{\"lr\": 0.9}");
+    free(out);
+    out = sh("git fsck --no-dangling 2>&1 && echo clean");
+    CHECK_CONTAINS(out, "clean");
+    free(out);
+    free(dir);
 }
 
 /* Notes added together make one commit of the notes; two in the same
@@ -440,6 +510,7 @@ int main(void)
     RUN(test_materialise_and_tree_round_trip);
     RUN(test_commit_ref_note_and_diff);
     RUN(test_tree_keeps_bytes);
+    RUN(test_tree_kept_until_needed);
     RUN(test_notes_fan_out);
     RUN(test_notes_in_one_commit);
     RUN(test_errors);
