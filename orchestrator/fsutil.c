@@ -93,6 +93,34 @@ int fs_dir_is_empty(const char *path, const char *ignore, bool *out)
     return 0;
 }
 
+int fs_remove_tree(const char *path)
+{
+    struct stat st;
+    if (lstat(path, &st) < 0)
+        return errno == ENOENT ? 0 : error_set("cannot read '%s': %s", path, strerror(errno));
+    if (S_ISDIR(st.st_mode)) {
+        DIR *d = opendir(path);
+        if (!d)
+            return error_set("cannot open '%s': %s", path, strerror(errno));
+        struct dirent *e;
+        int rc = 0;
+        while (rc == 0 && (e = readdir(d))) {
+            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+                continue;
+            char *sub = fs_join(path, e->d_name);
+            rc = fs_remove_tree(sub);
+            free(sub);
+        }
+        closedir(d);
+        if (rc == 0 && rmdir(path) < 0)
+            rc = error_set("cannot remove '%s': %s", path, strerror(errno));
+        return rc;
+    }
+    if (unlink(path) < 0)
+        return error_set("cannot remove '%s': %s", path, strerror(errno));
+    return 0;
+}
+
 int fs_write_all(int fd, const void *buf, size_t len)
 {
     const char *data = buf;

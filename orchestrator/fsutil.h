@@ -27,6 +27,10 @@ int fs_mkdir_p(const char *path, mode_t mode);
  * ignore (which may be NULL). A missing directory counts as empty. */
 int fs_dir_is_empty(const char *path, const char *ignore, bool *out);
 
+/* Removes path, a file or a directory with all it holds (symbolic links
+ * are removed, not followed). A missing path is fine. */
+int fs_remove_tree(const char *path);
+
 /* Writes all len bytes to fd, retrying short writes and EINTR. Returns 0, or
  * -1 with errno set (no message is recorded: callers word their own). */
 int fs_write_all(int fd, const void *buf, size_t len);

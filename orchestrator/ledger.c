@@ -299,34 +299,6 @@ bool ledger_has_experiment(struct ledger *l, const char *commit)
 
 /* ---- materialising a tree --------------------------------------------------- */
 
-static int remove_tree(const char *path)
-{
-    struct stat st;
-    if (lstat(path, &st) < 0)
-        return errno == ENOENT ? 0 : error_set("cannot read '%s': %s", path, strerror(errno));
-    if (S_ISDIR(st.st_mode)) {
-        DIR *d = opendir(path);
-        if (!d)
-            return error_set("cannot open '%s': %s", path, strerror(errno));
-        struct dirent *e;
-        int rc = 0;
-        while (rc == 0 && (e = readdir(d))) {
-            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-                continue;
-            char *sub = fs_join(path, e->d_name);
-            rc = remove_tree(sub);
-            free(sub);
-        }
-        closedir(d);
-        if (rc == 0 && rmdir(path) < 0)
-            rc = error_set("cannot remove '%s': %s", path, strerror(errno));
-        return rc;
-    }
-    if (unlink(path) < 0)
-        return error_set("cannot remove '%s': %s", path, strerror(errno));
-    return 0;
-}
-
 /* Creates the file name in dirfd (path names it in messages) holding data. */
 static int write_file(int dirfd, const char *name, const char *path, const void *data, size_t len,
                       mode_t mode)
@@ -417,7 +389,7 @@ int ledger_materialise(struct ledger *l, const char *commit, const char *dir)
     int fd = -1;
     int rc = experiment_tree(l, commit, &tree);
     if (rc == 0)
-        rc = remove_tree(dir);
+        rc = fs_remove_tree(dir);
     if (rc == 0)
         rc = make_dir(dir);
     if (rc == 0 && (fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0)

@@ -71,6 +71,7 @@ struct live {
     bool waiting; /* in the queue for a job slot */
     bool slot;    /* holds one of the loop.jobs slots */
     bool counted; /* expand: its round is counted in run.expansions */
+    bool dir_ready; /* evaluate: its work directory was materialised while waiting */
     struct live *next_waiting;
     struct agent_task *task;
     struct sandbox *sb;
@@ -406,6 +407,15 @@ static void live_free(struct live *l)
         r->expanding--;
     r->live[l->id] = NULL;
     r->inflight--;
+    if (l->dir_ready) {
+        /* prepared for a start that did not come: the node stays pending */
+        char *dir = node_abs_dir(r, l->id);
+        if (fs_remove_tree(dir) < 0) {
+            log_debug("%s", error_message());
+            error_clear();
+        }
+        free(dir);
+    }
     cJSON_Delete(l->context);
     cJSON_Delete(l->ideas);
     cJSON_Delete(l->failure);
@@ -661,6 +671,31 @@ static void eval_fail_now(struct live *l, const char *status, const char *reason
     eval_analyse(l);
 }
 
+/* Materialises the work directories of the first experiments waiting for a
+ * slot (as many as there are slots), so that creating their files is done
+ * while others run rather than between two experiments. eval_begin() uses
+ * such a directory as it is; live_free() removes one whose experiment
+ * never started. A failure here only leaves the work to eval_begin(). */
+static void prepare_waiting(struct research *r)
+{
+    long k = 0;
+    for (struct live *w = r->queue_head; w && k < r->jobs; w = w->next_waiting, k++) {
+        const struct rs_node *n = &r->nodes[w->id];
+        const char *from = w->id != 0 ? r->nodes[n->parent].commit : NULL;
+        if (w->dir_ready || !from || r->dropping)
+            continue;
+        char *dir = node_abs_dir(r, w->id);
+        if (ledger_materialise(r->ledger, from, dir) == 0) {
+            w->dir_ready = true;
+            log_debug("n%ld: work directory prepared while waiting", w->id);
+        } else {
+            log_debug("n%ld: %s", w->id, error_message());
+            error_clear();
+        }
+        free(dir);
+    }
+}
+
 static int spawn_sandbox(struct live *l)
 {
     struct research *r = l->r;
@@ -699,13 +734,14 @@ static int spawn_sandbox(struct live *l)
     int rc = sandbox_spawn(r->loop, &spec, on_sandbox, l, &l->sb);
     if (rc == 0) {
         /* while the experiment runs: its recorded files (kept in memory
-         * since record_tree; the commit writes them at the latest) and the
-         * notes of those before it */
+         * since record_tree; the commit writes them at the latest), the
+         * notes of those before it, and the next ones' work directories */
         if (ledger_flush(r->ledger) < 0) {
             log_warn("cannot write the files of n%ld to git yet: %s", l->id, error_message());
             error_clear();
         }
         flush_notes(r);
+        prepare_waiting(r);
     }
     for (size_t i = 0; i < nb; i++)
         free(binds[i]);
@@ -806,7 +842,11 @@ static void eval_begin(struct live *l)
     }
     const char *from = l->id == 0 ? r->run.baseline : r->nodes[n->parent].commit;
     char *dir = node_abs_dir(r, l->id);
-    rc = from ? ledger_materialise(r->ledger, from, dir) : error_set("the parent has no commit");
+    if (l->dir_ready)
+        l->dir_ready = false; /* materialised while it waited */
+    else
+        rc =
+            from ? ledger_materialise(r->ledger, from, dir) : error_set("the parent has no commit");
     free(dir);
     if (rc < 0) {
         fatal(r, rc);

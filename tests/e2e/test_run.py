@@ -230,11 +230,18 @@ class TestOfflineRun(RunCase):
 
     def test_limits_and_target_are_said_plainly(self):
         ws = self.workspace()
-        r = self.ok("run", "--provider", "offline", "--rounds", "10", "--experiments", "2",
-                    "--jobs", "1", "--seed", "3", cwd=ws)
+        r = self.ok("-v", "run", "--provider", "offline", "--rounds", "10", "--experiments",
+                    "2", "--jobs", "1", "--seed", "3", cwd=ws)
         self.assertIn("stopped: experiment limit reached: 2 experiments", r.stdout)
         nodes = self.nodes(ws)
         self.assertEqual(len([n for n in nodes[1:] if n["commit"]]), 2)
+        # the third draft's directory was prepared while the second ran, and
+        # removed when the limit left it pending
+        self.assertIn("n3: work directory prepared while waiting", r.stderr)
+        self.assertEqual(nodes[3]["status"], "pending")
+        runs = os.path.join(ws, ".thalamus", "runs", "r1")
+        self.assertEqual(sorted(d for d in os.listdir(runs) if d.startswith("n")),
+                         ["n0", "n1", "n2"])
         # a second run with a target the baseline already meets stops there
         r = self.ok("run", "--provider", "offline", "--target", "0.1", "--seed", "3", cwd=ws)
         self.assertIn("stopped: target reached", r.stdout)
