@@ -24,7 +24,7 @@
  *      report ready (with an fd of /work) and wait for the job: the program,
  *      its environment, where to run, its rlimits. A sandbox may wait here
  *      prepared, ahead of the spawn that uses it;
- *   4. set the rlimits, fork the program (which starts a new session and
+ *   4. set the rlimits, vfork the program (which starts a new session and
  *      execs), and become its init: reap every process, relay SIGTERM, and
  *      when the program ends kill what is left, report the program's status
  *      and the CPU time of all, and exit.
@@ -660,7 +660,10 @@ static void check_parent_alive(void)
         _exit(125);
 }
 
-static _Noreturn void exec_program(const struct job *j)
+/* Runs in the program's process, which shares this process's memory until
+ * it execs (vfork): on a failure it leaves the error in *failed for the
+ * init to report, and exits. */
+static _Noreturn void exec_program(const struct job *j, volatile int *failed)
 {
     sigset_t none;
     sigemptyset(&none);
@@ -677,21 +680,11 @@ static _Noreturn void exec_program(const struct job *j)
             break;
         }
     }
-    struct sandbox_msg m;
-    memset(&m, 0, sizeof m);
-    m.type = MSG_EXEC_ERROR;
-    m.err = err;
-    str_append(m.text, sizeof m.text, j->argv[0]);
-    send_msg(&m);
+    *failed = err;
     _exit(err == ENOENT ? 127 : 126);
 }
 
 /* ---- init ---- */
-
-static pid_t raw_fork(void)
-{
-    return (pid_t)syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0);
-}
 
 /* Kills the processes that are our children now (isolation none, where
  * init is a subreaper outside any pid namespace). Returns how many. */
@@ -841,16 +834,28 @@ _Noreturn void sandbox_child_main(const struct sandbox_plan *p)
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGHUP);
-    pid_t program = raw_fork();
+    /* vfork: this process is a copy of thalamus, and copying its mappings
+     * again for a process that only execs cost about a millisecond per
+     * experiment; the program's process only makes system calls on its
+     * way to execve (or reports and _exits), while this one waits. */
+    volatile int exec_failed = 0;
+    pid_t program = vfork();
     if (program < 0)
         child_fail("start the program's process", NULL);
     if (program == 0)
-        exec_program(&j);
+        exec_program(&j, &exec_failed);
     struct sandbox_msg m;
     memset(&m, 0, sizeof m);
     m.type = MSG_STARTED;
     m.status = (int32_t)program;
     send_msg(&m);
+    if (exec_failed) {
+        memset(&m, 0, sizeof m);
+        m.type = MSG_EXEC_ERROR;
+        m.err = exec_failed;
+        str_append(m.text, sizeof m.text, j.argv[0]);
+        send_msg(&m);
+    }
     /* The pipes belong to the program: their ends close when it and its
      * descendants are gone. */
     int null = open("/dev/null", O_RDWR | O_CLOEXEC);
