@@ -6,7 +6,8 @@
  * SIGTERM, that output streams to the callback while the record keeps head
  * and tail, that a prepared sandbox (prepare_next) runs the next program
  * with its work directory (and one that died while it waited is replaced),
- * that the synchronous wrapper works, and that no
+ * that cgroups made ahead and removed late still give each sandbox its
+ * limits and leave none behind, that the synchronous wrapper works, and that no
  * process of a finished sandbox and no child of this process and no fd is
  * left behind. Depends on loop, sandbox and the check.h harness.
  */
@@ -356,6 +357,85 @@ static void test_prepared_sandbox(void)
     loop_free(loop);
 }
 
+/* Directories named thalamus-PID-N (this process's sandboxes) under the
+ * cgroup mounts, searched to depth. */
+static int own_cgroups_under(const char *path, const char *prefix, int depth)
+{
+    DIR *d = opendir(path);
+    int n = 0;
+    if (!d)
+        return 0;
+    for (struct dirent *e; (e = readdir(d));) {
+        if (e->d_type != DT_DIR || e->d_name[0] == '.')
+            continue;
+        if (!strncmp(e->d_name, prefix, strlen(prefix))) {
+            n++;
+        } else if (depth > 0) {
+            char sub[4096];
+            snprintf(sub, sizeof sub, "%s/%s", path, e->d_name);
+            n += own_cgroups_under(sub, prefix, depth - 1);
+        }
+    }
+    closedir(d);
+    return n;
+}
+
+static int own_cgroups(void)
+{
+    char prefix[64], line[1024], mnt[512], type[64];
+    snprintf(prefix, sizeof prefix, "thalamus-%ld-", (long)getpid());
+    FILE *f = fopen("/proc/self/mounts", "r");
+    int n = 0;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "%*s %511s %63s", mnt, type) == 2 &&
+            (!strcmp(type, "cgroup") || !strcmp(type, "cgroup2")))
+            n += own_cgroups_under(mnt, prefix, 3);
+    if (f)
+        fclose(f);
+    return n;
+}
+
+static void run_one(struct loop *loop, const struct sandbox_spec *spec, struct sandbox_result **r)
+{
+    *r = NULL;
+    REQUIRE(sandbox_spawn(loop, spec, store_result, r, NULL) == 0);
+    CHECK(loop_run(loop) == 0);
+    REQUIRE(*r);
+}
+
+/* A sandbox's cgroups are made ahead (a spare set, once a spawn has started
+ * its program, with that spawn's limits) and removed late (once the next
+ * spawn has started its program): each sandbox still gets its own limits,
+ * and none is left once the sandboxes are released. */
+static void test_cgroups_made_ahead(void)
+{
+    struct loop *loop = new_loop();
+    char *small[] = {"/bin/true", NULL};
+    char *big[] = {"python3", "-c", "b = bytearray(160 << 20); print('allocated')", NULL};
+    struct sandbox_spec spec;
+    struct sandbox_result *r;
+    base_spec(&spec, small); /* 256 MB */
+    run_one(loop, &spec, &r);
+    CHECK_EQ_INT(r->status, SANDBOX_OK);
+    sandbox_result_free(r);
+    /* the spare has 256 MB; this sandbox has 48 */
+    base_spec(&spec, big);
+    spec.limits.memory_mb = 48;
+    run_one(loop, &spec, &r);
+    CHECK_EQ_INT(r->status, SANDBOX_OOM);
+    CHECK(!strstr(r->out.text, "allocated"));
+    sandbox_result_free(r);
+    /* the spare has 48 MB; this one has 256 again */
+    base_spec(&spec, big);
+    run_one(loop, &spec, &r);
+    CHECK_EQ_INT(r->status, SANDBOX_OK);
+    CHECK_EQ_STR(r->out.text, "allocated\n");
+    sandbox_result_free(r);
+    sandbox_release_prepared();
+    CHECK_EQ_INT(own_cgroups(), 0);
+    loop_free(loop);
+}
+
 static void test_synchronous_run(void)
 {
     char *argv[] = {"/bin/sh", "-c", "exit 3", NULL};
@@ -398,6 +478,7 @@ int main(void)
     RUN(test_wall_clock_limit);
     RUN(test_output_stream_and_cap);
     RUN(test_prepared_sandbox);
+    RUN(test_cgroups_made_ahead);
     RUN(test_synchronous_run);
     /* nothing left: no fd, and no child of this process */
     CHECK_EQ_INT(count_fds(), fds);
