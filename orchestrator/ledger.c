@@ -524,16 +524,21 @@ int ledger_write_tree(struct ledger *l, const char *dir, char out[LEDGER_HEX_SIZ
 
 /* GIT_AUTHOR_NAME and GIT_AUTHOR_EMAIL, else the repository's identity,
  * else "thalamus <thalamus@localhost>" (as the baseline commit). */
-static int signature(git_repository *repo, git_signature **out)
+static int signature(git_repository *repo, long long when, git_signature **out)
 {
     const char *name = getenv("GIT_AUTHOR_NAME"), *email = getenv("GIT_AUTHOR_EMAIL");
-    if (name && *name && email && *email && git_signature_now(out, name, email) == 0)
-        return 0;
-    if (git_signature_default(out, repo) == 0)
-        return 0;
-    if (git_signature_now(out, "thalamus", "thalamus@localhost") < 0)
+    git_signature *now = NULL;
+    if (!(name && *name && email && *email && git_signature_now(&now, name, email) == 0) &&
+        git_signature_default(&now, repo) < 0 &&
+        git_signature_now(&now, "thalamus", "thalamus@localhost") < 0)
         return git_fail("cannot create a git signature");
-    return 0;
+    if (when <= 0) {
+        *out = now;
+        return 0;
+    }
+    int rc = git_signature_new(out, now->name, now->email, (git_time_t)when, 0);
+    git_signature_free(now);
+    return rc < 0 ? git_fail("cannot create a git signature") : 0;
 }
 
 static char *ref_name(const char *run, const char *node)
@@ -690,7 +695,7 @@ int ledger_add_notes(struct ledger *l, const struct ledger_note *notes, size_t n
     git_signature *sig = NULL;
     int rc = stage_flush(l);
     if (rc == 0)
-        rc = signature(l->repo, &sig);
+        rc = signature(l->repo, 0, &sig);
     if (rc == 0)
         rc = write_notes(l, notes, n, sig);
     git_signature_free(sig);
@@ -705,13 +710,15 @@ int ledger_commit(struct ledger *l, const struct ledger_commit *c, char out[LEDG
     git_signature *sig = NULL;
     git_oid sub, tree_id, commit_id;
     char *message = NULL;
-    int rc = stage_flush(l); /* the experiment's tree, before anything points at it */
+    /* the experiment's tree, before anything on disk points at it */
+    int rc = c->later ? 0 : stage_flush(l);
     if (rc == 0)
         rc = lookup_commit(l, c->parent, &parent);
     if (rc < 0)
         return rc;
-    if ((rc = signature(l->repo, &sig)) < 0)
+    if ((rc = signature(l->repo, c->time, &sig)) < 0)
         goto cleanup;
+    l->stage->accept = c->later;
     if (git_oid_fromstr(&sub, c->tree) < 0) {
         rc = error_set("'%s' is not a tree id", c->tree);
         goto cleanup;
@@ -730,6 +737,8 @@ int ledger_commit(struct ledger *l, const struct ledger_commit *c, char out[LEDG
         goto cleanup;
     }
     git_oid_tostr(out, LEDGER_HEX_SIZE, &commit_id);
+    if (c->later)
+        goto cleanup; /* the caller writes the ref */
     /* The note first: the ref is what marks the experiment as committed. */
     if (c->note) {
         struct ledger_note note = {out, c->note};
@@ -738,6 +747,7 @@ int ledger_commit(struct ledger *l, const struct ledger_commit *c, char out[LEDG
     }
     rc = ledger_set_ref(l, c->run, c->node, out);
 cleanup:
+    l->stage->accept = false;
     free(message);
     git_signature_free(sig);
     git_treebuilder_free(tb);

@@ -68,11 +68,17 @@ struct ledger_commit {
     const char *metric;      /* the value as text, or NULL when there is none */
     const char *model;       /* "offline" or "provider/model" */
     const char *note;        /* text of the note, or NULL for none (ledger_add_notes) */
+    long long time;          /* commit time, seconds since the epoch (UTC); 0: now */
+    bool later;              /* keep it in memory, write no note and no ref (below) */
 };
 
 /* Commits c (author and committer: the repository's identity, else
  * "thalamus <thalamus@localhost>"), points refs/thalamus/runs/RUN/NODE at
- * it and adds the note. Sets out to the commit's id. */
+ * it and adds the note. Sets out to the commit's id. With c->time the
+ * commit is the same whenever it is made again from the same c. With
+ * c->later the commit and its tree are only kept in memory like a recorded
+ * tree (this ledger reads them at once), and neither the ref nor the note
+ * is written: ledger_set_ref() writes the objects and then the ref. */
 int ledger_commit(struct ledger *l, const struct ledger_commit *c, char out[LEDGER_HEX_SIZE]);
 
 struct ledger_note {

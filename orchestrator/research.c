@@ -139,10 +139,14 @@ struct research {
     struct loop_timer *tick;
     struct loop_timer *deadline;
 
-    /* notes of committed experiments not in git yet (see queue_note()) */
+    /* what git gets once the next experiment has started (see flush_later()):
+     * notes of committed experiments, and experiments committed in memory
+     * whose refs (and state "done" in the store) are still to be written */
     struct ledger_note *notes;
     size_t nnotes, notes_cap;
-    struct loop_timer *notes_timer;
+    long *refs;
+    size_t nrefs, refs_cap;
+    struct loop_timer *later_timer;
 };
 
 /* ---- small helpers ------------------------------------------------------------ */
@@ -654,7 +658,7 @@ enum eval_step { EV_CODER = 1, EV_SANDBOX, EV_CRITIC };
 
 static void eval_record(struct live *l);
 static void eval_commit(struct research *r, long id);
-static void flush_notes(struct research *r);
+static void flush_later(struct research *r);
 static void eval_analyse(struct live *l);
 static void on_sandbox(struct sandbox *sb, struct sandbox_result *res, void *ud);
 
@@ -733,14 +737,10 @@ static int spawn_sandbox(struct live *l)
     l->phase = "running";
     int rc = sandbox_spawn(r->loop, &spec, on_sandbox, l, &l->sb);
     if (rc == 0) {
-        /* while the experiment runs: its recorded files (kept in memory
-         * since record_tree; the commit writes them at the latest), the
-         * notes of those before it, and the next ones' work directories */
-        if (ledger_flush(r->ledger) < 0) {
-            log_warn("cannot write the files of n%ld to git yet: %s", l->id, error_message());
-            error_clear();
-        }
-        flush_notes(r);
+        /* while the experiment runs: its recorded files and the commits,
+         * refs and notes of those before it, and the next ones' work
+         * directories */
+        flush_later(r);
         prepare_waiting(r);
     }
     for (size_t i = 0; i < nb; i++)
@@ -1237,9 +1237,9 @@ static char *note_text(struct research *r, const struct rs_node *n)
     return buf_detach(&b, NULL);
 }
 
-/* How long a committed experiment's note may wait for the next sandbox to
- * start before it is written anyway. */
-#define NOTES_WAIT_MS 1000
+/* How long what git gets later (a committed experiment's ref and note) may
+ * wait for the next sandbox to start before it is written anyway. */
+#define LATER_WAIT_MS 1000
 
 static void notes_clear(struct research *r)
 {
@@ -1250,14 +1250,48 @@ static void notes_clear(struct research *r)
     r->nnotes = 0;
 }
 
+/* Writes the refs of the experiments committed in memory (the ledger writes
+ * their objects first), then records them as done, in one transaction. On
+ * a failure the rest stay due for the next try; if none comes, the store
+ * still says "committing", and a resume makes the same commit again. */
+static void write_refs(struct research *r)
+{
+    size_t k = 0;
+    int rc = 0;
+    while (k < r->nrefs) {
+        char *name = node_name(r->refs[k]);
+        rc = ledger_set_ref(r->ledger, r->run.id, name, r->nodes[r->refs[k]].commit);
+        free(name);
+        if (rc < 0)
+            break;
+        k++;
+    }
+    bool saved = true;
+    if (k > 0) {
+        int trc = tx_begin(r);
+        for (size_t i = 0; i < k && trc == 0; i++)
+            trc = save_node(r, r->refs[i]);
+        if ((trc = tx_commit(r, trc)) < 0) {
+            saved = false; /* the refs are there; the save is tried again */
+            rc = trc;
+        }
+    }
+    if (rc < 0) {
+        log_warn("cannot record %zu experiments yet: %s", r->nrefs - (saved ? k : 0),
+                 error_message());
+        error_clear();
+    }
+    if (saved) {
+        memmove(r->refs, r->refs + k, (r->nrefs - k) * sizeof *r->refs);
+        r->nrefs -= k;
+    }
+}
+
 /* Writes the queued notes, in one commit of the notes. On a failure they
  * stay queued for the next try (and a resume writes whichever are
  * missing). */
-static void flush_notes(struct research *r)
+static void write_notes(struct research *r)
 {
-    if (r->notes_timer)
-        loop_timer_cancel(r->notes_timer);
-    r->notes_timer = NULL;
     if (r->nnotes == 0)
         return;
     if (ledger_add_notes(r->ledger, r->notes, r->nnotes) < 0) {
@@ -1269,28 +1303,76 @@ static void flush_notes(struct research *r)
     notes_clear(r);
 }
 
-static void on_notes_timer(struct loop_timer *timer, void *ud)
+/* Writes what git gets later: the objects the ledger keeps in memory (a
+ * recorded tree, commits), the refs of experiments committed in memory,
+ * and the notes. Called once a sandbox has started, so that this overlaps
+ * its run instead of delaying it; else after LATER_WAIT_MS; and at the
+ * end of the run. */
+static void flush_later(struct research *r)
+{
+    if (r->later_timer)
+        loop_timer_cancel(r->later_timer);
+    r->later_timer = NULL;
+    if (ledger_flush(r->ledger) < 0) {
+        log_warn("cannot write the experiments' files to git yet: %s", error_message());
+        error_clear();
+    }
+    if (r->nrefs)
+        write_refs(r);
+    write_notes(r);
+}
+
+static void on_later_timer(struct loop_timer *timer, void *ud)
 {
     struct research *r = ud;
     (void)timer;
-    r->notes_timer = NULL;
-    flush_notes(r);
+    r->later_timer = NULL;
+    flush_later(r);
 }
 
-/* Queues text (taken) as the note of commit. Notes are written once the
- * next experiment's sandbox has started, so that writing them overlaps its
- * run instead of delaying it; else after NOTES_WAIT_MS; and at the end of
- * the run. The note is the full record of the experiment in git, but
- * nothing in the loop reads it: the commit and its ref, written at once,
- * are what a resume relies on. */
+static void later_soon(struct research *r)
+{
+    if (!r->later_timer)
+        r->later_timer = loop_timer_add(r->loop, LATER_WAIT_MS, on_later_timer, r);
+}
+
+/* Queues text (taken) as the note of commit (see flush_later()). The note
+ * is the full record of the experiment in git, but nothing in the loop
+ * reads it. */
 static void queue_note(struct research *r, const char *commit, char *text)
 {
     if (r->nnotes == r->notes_cap)
         r->notes = xreallocarray(r->notes, r->notes_cap = r->notes_cap ? r->notes_cap * 2 : 8,
                                  sizeof *r->notes);
     r->notes[r->nnotes++] = (struct ledger_note){xstrdup(commit), text};
-    if (!r->notes_timer)
-        r->notes_timer = loop_timer_add(r->loop, NOTES_WAIT_MS, on_notes_timer, r);
+    later_soon(r);
+}
+
+/* Queues the ref of node id, committed in memory (see flush_later()). */
+static void queue_ref(struct research *r, long id)
+{
+    if (r->nrefs == r->refs_cap)
+        r->refs = xreallocarray(r->refs, r->refs_cap = r->refs_cap ? r->refs_cap * 2 : 8,
+                                sizeof *r->refs);
+    r->refs[r->nrefs++] = id;
+    later_soon(r);
+}
+
+/* The commit time of node n: when it finished (so that committing it again
+ * after a crash gives the same commit), else now (0). */
+static long long commit_time(const struct rs_node *n)
+{
+    struct tm tm;
+    memset(&tm, 0, sizeof tm);
+    char z = 0;
+    if (!n->finished ||
+        sscanf(n->finished, "%d-%d-%dT%d:%d:%d%c", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
+               &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &z) != 7 ||
+        z != 'Z')
+        return 0;
+    tm.tm_year -= 1900;
+    tm.tm_mon -= 1;
+    return (long long)timegm(&tm);
 }
 
 /* Queues the note of node id's commit when git has none (a session that
@@ -1310,12 +1392,15 @@ static void queue_missing_note(struct research *r, long id, const char *commit)
 
 /* Commits node id (state committing) and records the commit (state done).
  * A commit already under the node's ref (made before a crash) is taken as
- * it is. */
+ * it is. A new commit is made in memory: the loop goes on with it at once,
+ * and its objects, its ref and the state "done" reach git and the store
+ * once the next experiment has started (flush_later()). */
 static void eval_commit(struct research *r, long id)
 {
     struct rs_node *n = &r->nodes[id];
     char *name = node_name(id);
     char hex[LEDGER_HEX_SIZE];
+    bool later = false;
     int rc = ledger_find(r->ledger, r->run.id, name, hex);
     if (rc == TH_ENOTFOUND) {
         error_clear();
@@ -1337,11 +1422,14 @@ static void eval_commit(struct research *r, long id)
                 .metric_name = r->cfg->task_metric,
                 .metric = metric,
                 .model = r->model_label,
+                .time = commit_time(n),
+                .later = true,
             };
             if (!c.tree)
                 rc = error_set("experiment n%ld has no recorded files", id);
             else if ((rc = ledger_commit(r->ledger, &c, hex)) == 0)
                 queue_note(r, hex, note_text(r, n));
+            later = rc == 0;
             free(metric);
             free(body);
         }
@@ -1352,7 +1440,9 @@ static void eval_commit(struct research *r, long id)
     if (rc == 0) {
         set_str(&n->commit, hex);
         set_str(&n->state, "done");
-        if ((rc = tx_begin(r)) == 0)
+        if (later)
+            queue_ref(r, id);
+        else if ((rc = tx_begin(r)) == 0)
             rc = tx_commit(r, save_node(r, id));
     }
     if (rc < 0)
@@ -2383,6 +2473,7 @@ static void research_free(struct research *r)
             live_free(r->live[i]);
     notes_clear(r);
     free(r->notes);
+    free(r->refs);
     rs_nodes_free(r->nodes, r->n);
     free(r->live);
     memory_free(r->mem);
@@ -2465,12 +2556,12 @@ int research_run(const struct research_options *opt)
         for (size_t i = 1; i < r.n; i++)
             if (!strcmp(r.nodes[i].state, "done"))
                 queue_missing_note(&r, (long)i, r.nodes[i].commit);
-        flush_notes(&r);
+        flush_later(&r);
     }
     start_engine(&r);
     if (!r.finished && loop_run(r.loop) < 0)
         rc = TH_ERR;
-    flush_notes(&r);
+    flush_later(&r);
     /* the end: save the run's state */
     if (r.engine_running || r.engine_done)
         r.run.iterations += (long)mcts_iterations(r.tree);

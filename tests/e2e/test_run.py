@@ -378,7 +378,7 @@ class TestInterruptAndResume(RunCase):
                 ws = self.workspace(f"ws{i}")
                 head = self.git(ws, "rev-parse", "HEAD").strip()
                 proc = self.start(ws)
-                self.wait_for(proc, moment)
+                seen = self.wait_for(proc, moment)
                 proc.kill()
                 proc.wait()
                 proc.stdout.close()
@@ -392,6 +392,11 @@ class TestInterruptAndResume(RunCase):
                 after = {n["id"]: n["commit"] for n in nodes}
                 for k, c in before.items():  # nothing recorded was redone
                     self.assertEqual(after[k], c)
+                # a commit reported before the kill is the one recorded, even
+                # when its ref was not written yet
+                for e in seen:
+                    if e["event"] == "experiment":
+                        self.assertEqual(after[e["node"]], e["commit"])
                 # the same seed gives the same tree as an uninterrupted run
                 shape = [(n["id"], n["parent"]) for n in nodes]
                 if reference is None:
@@ -431,19 +436,25 @@ class TestInterruptAndResume(RunCase):
         head = self.git(ws, "rev-parse", "HEAD").strip()
         self.ok("run", "--provider", "offline", "--rounds", "1", "--seed", "5", cwd=ws)
         nodes = self.nodes(ws)
-        victim = nodes[2]
+        victim, lost = nodes[2], nodes[3]
         commits_before = self.git(ws, "rev-list", "--count",
                                   "--glob=refs/thalamus/runs/r1/*").strip()
-        # as if killed between the commit and the transaction recording it
+        # n2 as if killed between its ref and the transaction recording it;
+        # n3 as if killed while its commit was only in memory (the loop
+        # writes a commit and its ref once the next experiment has started)
+        self.git(ws, "update-ref", "-d", "refs/thalamus/runs/r1/n3")
         con = self.db(ws)
         con.execute("UPDATE research_nodes SET state = 'committing', commit_id = NULL"
-                    " WHERE run = 'r1' AND id = 2")
+                    " WHERE run = 'r1' AND id IN (2, 3)")
         con.execute("UPDATE research_runs SET status = 'running' WHERE id = 'r1'")
         con.commit()
         con.close()
+        time.sleep(1.1)  # a commit made again now, not when n3 ended, would differ
         self.ok("resume", cwd=ws)
         after = self.check_ledger(ws, "r1", head)
         self.assertEqual(after[2]["commit"], victim["commit"])
+        # made again from the store's record: the same commit as before
+        self.assertEqual(after[3]["commit"], lost["commit"])
         self.assertEqual(self.git(ws, "rev-list", "--count",
                                   "--glob=refs/thalamus/runs/r1/*").strip(), commits_before)
         self.check_store(ws, "r1")

@@ -424,6 +424,69 @@ static void test_tree_kept_until_needed(void)
     free(dir);
 }
 
+/* A commit made later is kept in memory with its tree: this ledger reads
+ * it at once (a child's directory can be materialised from it), nothing of
+ * it is on disk and no ref names it until ledger_set_ref() writes both.
+ * With a given time, making it again gives the same commit. */
+static void test_commit_later(void)
+{
+    struct ledger *l = NULL;
+    REQUIRE(ledger_open(&l, repo) == 0);
+    char head[LEDGER_HEX_SIZE];
+    REQUIRE(ledger_head(l, head) == 0);
+    char *dir = fs_join(root, "work/r4/n1");
+    REQUIRE(ledger_materialise(l, head, dir) == 0);
+    char *p = fs_join(dir, "params.json");
+    write_text(p, "{\"lr\": 0.05}\n");
+    free(p);
+    char tree[LEDGER_HEX_SIZE], commit[LEDGER_HEX_SIZE], found[LEDGER_HEX_SIZE];
+    REQUIRE(ledger_write_tree(l, dir, tree) == 0);
+    struct ledger_commit c = {.run = "r4",
+                              .node = "n1",
+                              .parent = head,
+                              .tree = tree,
+                              .title = "Later",
+                              .status = "ok",
+                              .metric_name = "score",
+                              .metric = "0.5",
+                              .model = "offline",
+                              .time = 1790000000,
+                              .later = true};
+    REQUIRE(ledger_commit(l, &c, commit) == 0);
+    char *out = sh("git cat-file -e %s || echo missing", commit);
+    CHECK_EQ_STR(out, "missing");
+    free(out);
+    CHECK_EQ_INT(ledger_find(l, "r4", "n1", found), TH_ENOTFOUND);
+    error_clear();
+    char *child = fs_join(root, "work/r4/n2");
+    REQUIRE(ledger_materialise(l, commit, child) == 0);
+    p = fs_join(child, "params.json");
+    char *text = read_text(p);
+    CHECK_EQ_STR(text, "{\"lr\": 0.05}\n");
+    free(text);
+    free(p);
+    free(child);
+    REQUIRE(ledger_set_ref(l, "r4", "n1", commit) == 0);
+    out = sh("git rev-parse refs/thalamus/runs/r4/n1");
+    CHECK_EQ_STR(out, commit);
+    free(out);
+    out = sh("git log -1 --format='%%at %%ad' --date=iso-strict %s", commit);
+    CHECK_EQ_STR(out, "1790000000 2026-09-21T14:13:20+00:00");
+    free(out);
+    ledger_free(l);
+    /* made again from the same record (a resume after a crash): the same */
+    REQUIRE(ledger_open(&l, repo) == 0);
+    c.later = false;
+    char again[LEDGER_HEX_SIZE];
+    REQUIRE(ledger_commit(l, &c, again) == 0);
+    CHECK_EQ_STR(again, commit);
+    out = sh("git fsck --no-dangling 2>&1 && echo clean");
+    CHECK_CONTAINS(out, "clean");
+    free(out);
+    ledger_free(l);
+    free(dir);
+}
+
 /* Notes added together make one commit of the notes; two in the same
  * fan-out directory both land there; a note written flat, or an earlier
  * note of the same commit, is replaced. */
@@ -511,6 +574,7 @@ int main(void)
     RUN(test_commit_ref_note_and_diff);
     RUN(test_tree_keeps_bytes);
     RUN(test_tree_kept_until_needed);
+    RUN(test_commit_later);
     RUN(test_notes_fan_out);
     RUN(test_notes_in_one_commit);
     RUN(test_errors);
