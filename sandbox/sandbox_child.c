@@ -660,9 +660,9 @@ static void check_parent_alive(void)
         _exit(125);
 }
 
-/* Runs in the program's process, which shares this process's memory until
- * it execs (vfork): on a failure it leaves the error in *failed for the
- * init to report, and exits. */
+/* Runs in the program's process. When it shares this process's memory
+ * until it execs (vfork), a failure is left in *failed for the init to
+ * report; with failed NULL it reports the failure itself. Then it exits. */
 static _Noreturn void exec_program(const struct job *j, volatile int *failed)
 {
     sigset_t none;
@@ -680,7 +680,16 @@ static _Noreturn void exec_program(const struct job *j, volatile int *failed)
             break;
         }
     }
-    *failed = err;
+    if (failed) {
+        *failed = err;
+    } else {
+        struct sandbox_msg m;
+        memset(&m, 0, sizeof m);
+        m.type = MSG_EXEC_ERROR;
+        m.err = err;
+        str_append(m.text, sizeof m.text, j->argv[0]);
+        send_msg(&m);
+    }
     _exit(err == ENOENT ? 127 : 126);
 }
 
@@ -837,13 +846,22 @@ _Noreturn void sandbox_child_main(const struct sandbox_plan *p)
     /* vfork: this process is a copy of thalamus, and copying its mappings
      * again for a process that only execs cost about a millisecond per
      * experiment; the program's process only makes system calls on its
-     * way to execve (or reports and _exits), while this one waits. */
+     * way to execve (or _exits), while this one waits. AddressSanitizer's
+     * vfork maps shadow memory afterwards, which the address-space rlimit
+     * just set (when no cgroup limits memory) refuses: a sanitized build
+     * makes a copy. */
     volatile int exec_failed = 0;
+#ifdef __SANITIZE_ADDRESS__
+    pid_t program = (pid_t)syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0);
+    if (program == 0)
+        exec_program(&j, NULL);
+#else
     pid_t program = vfork();
-    if (program < 0)
-        child_fail("start the program's process", NULL);
     if (program == 0)
         exec_program(&j, &exec_failed);
+#endif
+    if (program < 0)
+        child_fail("start the program's process", NULL);
     struct sandbox_msg m;
     memset(&m, 0, sizeof m);
     m.type = MSG_STARTED;
