@@ -46,6 +46,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -438,12 +439,45 @@ static pid_t clone_child(long flags, int cgfd, bool *in_cgroup)
     return (pid_t)syscall(SYS_clone, flags, 0, 0, 0, 0);
 }
 
+/* Leaves thalamus's heap out of (or, with false, back in) the processes it
+ * clones. A sandbox's first process reads only its packed plan (outside the
+ * heap, sandbox_plan_pack()), and its copy of a heap of megabytes would cost
+ * twice: the clone copies the heap's page tables, and while that process
+ * lives, thalamus takes a copy-on-write fault on each heap page it writes
+ * (hundreds per experiment). Only the clone of a sandbox leaves it out:
+ * other forks may run code (fork handlers) that reads the heap. Returns
+ * whether it was left out. */
+static bool heap_left_out(bool out)
+{
+    static uintptr_t start;
+    static bool looked;
+    if (!looked) {
+        looked = true;
+        FILE *f = fopen("/proc/self/maps", "re");
+        char line[512];
+        unsigned long a, b;
+        while (f && fgets(line, sizeof line, f))
+            if (strstr(line, "[heap]") && sscanf(line, "%lx-%lx", &a, &b) == 2) {
+                start = a;
+                break;
+            }
+        if (f)
+            fclose(f);
+    }
+    uintptr_t end = (uintptr_t)sbrk(0);
+    if (!start || end <= start)
+        return false;
+    return madvise((void *)start, end - start, out ? MADV_DONTFORK : MADV_DOFORK) == 0;
+}
+
 /* Starts creating a sandbox of spec's shape: the child is cloned and told
  * to go on, and builds its root while the caller does something else;
  * prepare_finish() waits until it is ready for its job. */
 static int prepare_start(const struct sandbox_spec *spec, struct prepared **out)
 {
-    struct sandbox_plan plan;
+    struct sandbox_plan plan, packed;
+    void *region = NULL;
+    size_t region_size = 0;
     bool have_plan = false;
     int sv[2] = {-1, -1}, outp[2] = {-1, -1}, errp[2] = {-1, -1};
     int rc = 0;
@@ -490,11 +524,26 @@ static int prepare_start(const struct sandbox_spec *spec, struct prepared **out)
     plan.out_fd = outp[1];
     plan.err_fd = errp[1];
     plan.cgroup_tasks = sandbox_cgroup_v1_tasks(pr->cg);
+    if ((rc = sandbox_plan_pack(&plan, &packed, &region, &region_size)) < 0)
+        goto fail;
     int cgfd = sandbox_cgroup_v2_fd(pr->cg);
     bool in_v2 = false;
+    /* the child starts with every signal blocked: none of thalamus's
+     * handlers runs in it (its heap is not there) */
+    sigset_t all, old;
+    sigfillset(&all);
+    sigprocmask(SIG_SETMASK, &all, &old);
+    bool heap_out = heap_left_out(true);
     pid_t pid = clone_child(clone_flags(spec), cgfd, &in_v2);
     if (pid == 0)
-        sandbox_child_main(&plan);
+        sandbox_child_main(&packed);
+    int clone_errno = errno;
+    if (heap_out)
+        heap_left_out(false);
+    sigprocmask(SIG_SETMASK, &old, NULL);
+    errno = clone_errno;
+    munmap(region, region_size); /* the child has its own copy */
+    region = NULL;
     if (cgfd >= 0)
         close(cgfd);
     if (pid < 0) {
@@ -538,6 +587,8 @@ fail:
     }
     if (have_plan)
         sandbox_plan_free(&plan);
+    if (region)
+        munmap(region, region_size);
     prepared_free(pr);
     return rc;
 }

@@ -106,7 +106,8 @@ struct sandbox_plan {
     char **cgroup_tasks;      /* v1 `tasks` files the child writes "0" to */
     /* the child's ends, as numbered in the parent */
     int sock_fd, out_fd, err_fd;
-    /* where the child receives its job (it may not allocate) */
+    /* where the child receives its job (it may not allocate); set by
+     * sandbox_plan_pack() */
     char *job_buf;   /* SANDBOX_JOB_MAX bytes */
     char **job_ptrs; /* SANDBOX_JOB_PTRS entries */
 };
@@ -116,6 +117,12 @@ struct sandbox_plan {
 int sandbox_plan_build(struct sandbox_plan *plan, const struct sandbox_spec *spec,
                        const struct sandbox_ids *ids);
 void sandbox_plan_free(struct sandbox_plan *plan);
+/* Copies plan into out, whose every pointer is into one new private
+ * mapping (*region, *size bytes; munmap it), with room for the job
+ * (job_buf, job_ptrs): what the child reads then lies outside the heap,
+ * which the clone leaves out. */
+int sandbox_plan_pack(const struct sandbox_plan *in, struct sandbox_plan *out, void **region,
+                      size_t *size);
 
 /* What the sandbox's cgroups enforce, which the rlimits then need not. */
 struct plan_cgroup {

@@ -31,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -569,8 +570,6 @@ int sandbox_plan_build(struct sandbox_plan *p, const struct sandbox_spec *spec,
     p->inner_uid = SANDBOX_INNER_ID;
     p->inner_gid = SANDBOX_INNER_ID;
     p->cap_last = read_cap_last();
-    p->job_buf = xmalloc(SANDBOX_JOB_MAX);
-    p->job_ptrs = xcalloc(SANDBOX_JOB_PTRS, sizeof *p->job_ptrs);
     if (!sandbox_seccomp_filter(&p->filter))
         log_warn("no seccomp filter for this architecture: sandboxed programs can make every "
                  "system call the namespaces allow");
@@ -604,10 +603,84 @@ void sandbox_plan_free(struct sandbox_plan *p)
     free(p->src_fds);
     free(p->root_opts);
     free(p->data_opts);
-    free(p->job_buf);
-    free(p->job_ptrs);
     for (char **t = p->cgroup_tasks; t && *t; t++)
         free(*t);
     free(p->cgroup_tasks);
     memset(p, 0, sizeof *p);
+}
+
+/* ---- the plan in one mapping ---- */
+
+struct packer {
+    char *base;
+    size_t used, size; /* with base NULL: only counting */
+};
+
+static void *pack_bytes(struct packer *k, const void *data, size_t len)
+{
+    size_t at = (k->used + 15) & ~(size_t)15;
+    k->used = at + len;
+    if (!k->base)
+        return NULL;
+    if (data)
+        memcpy(k->base + at, data, len);
+    return k->base + at;
+}
+
+static char *pack_str(struct packer *k, const char *s)
+{
+    return s ? pack_bytes(k, s, strlen(s) + 1) : NULL;
+}
+
+/* Lays in out (pointing into k's mapping, when it has one) the copy of in. */
+static void pack_into(struct packer *k, const struct sandbox_plan *in, struct sandbox_plan *out)
+{
+    *out = *in;
+    out->ops = pack_bytes(k, in->ops, in->nops * sizeof *in->ops);
+    for (size_t i = 0; i < in->nops; i++) {
+        const struct plan_op *op = &in->ops[i];
+        char *path = pack_str(k, op->path), *src = pack_str(k, op->src);
+        char *data = op->data ? pack_bytes(k, op->data, op->len + 1) : NULL;
+        if (k->base) {
+            out->ops[i].path = path;
+            out->ops[i].src = src;
+            out->ops[i].data = data;
+        }
+    }
+    out->src_fds = pack_bytes(k, in->src_fds, (in->nops ? in->nops : 1) * sizeof *in->src_fds);
+    out->root_opts = pack_str(k, in->root_opts);
+    out->data_opts = pack_str(k, in->data_opts);
+    if (in->filter.filter)
+        out->filter.filter =
+            pack_bytes(k, in->filter.filter, in->filter.len * sizeof *in->filter.filter);
+    size_t ntasks = 0;
+    while (in->cgroup_tasks && in->cgroup_tasks[ntasks])
+        ntasks++;
+    out->cgroup_tasks =
+        in->cgroup_tasks ? pack_bytes(k, NULL, (ntasks + 1) * sizeof(char *)) : NULL;
+    for (size_t i = 0; i < ntasks; i++) {
+        char *t = pack_str(k, in->cgroup_tasks[i]);
+        if (k->base)
+            out->cgroup_tasks[i] = t;
+    }
+    if (k->base && out->cgroup_tasks)
+        out->cgroup_tasks[ntasks] = NULL;
+    out->job_buf = pack_bytes(k, NULL, SANDBOX_JOB_MAX);
+    out->job_ptrs = pack_bytes(k, NULL, SANDBOX_JOB_PTRS * sizeof(char *));
+}
+
+int sandbox_plan_pack(const struct sandbox_plan *in, struct sandbox_plan *out, void **region,
+                      size_t *size)
+{
+    struct packer k = {NULL, 0, 0};
+    pack_into(&k, in, out);
+    size_t len = (k.used + 4095) & ~(size_t)4095;
+    void *base = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (base == MAP_FAILED)
+        return error_set("cannot set up the sandbox: %s", strerror(errno));
+    k = (struct packer){base, 0, len};
+    pack_into(&k, in, out);
+    *region = base;
+    *size = len;
+    return 0;
 }
