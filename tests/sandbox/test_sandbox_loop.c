@@ -7,7 +7,8 @@
  * and tail, that a prepared sandbox (prepare_next) runs the next program
  * with its work directory (and one that died while it waited is replaced),
  * that cgroups made ahead and removed late still give each sandbox its
- * limits and leave none behind, that the synchronous wrapper works, and that no
+ * limits and leave none behind, that the sandbox's first process has no
+ * copy of this process's heap, that the synchronous wrapper works, and that no
  * process of a finished sandbox and no child of this process and no fd is
  * left behind. Depends on loop, sandbox and the check.h harness.
  */
@@ -436,6 +437,47 @@ static void test_cgroups_made_ahead(void)
     loop_free(loop);
 }
 
+/* Whether the maps of process pid name a region. */
+static bool maps_have(pid_t pid, const char *name)
+{
+    char path[64], line[512];
+    snprintf(path, sizeof path, "/proc/%ld/maps", (long)pid);
+    FILE *f = fopen(path, "r");
+    bool found = false;
+    while (f && !found && fgets(line, sizeof line, f))
+        found = strstr(line, name) != NULL;
+    if (f)
+        fclose(f);
+    return found;
+}
+
+/* The sandbox's first process, a copy of this one, has no copy of its heap
+ * (what it reads of the plan is packed apart), and runs all the same. */
+static void test_first_process_has_no_heap(void)
+{
+    struct loop *loop = new_loop();
+    char *argv[] = {"/bin/sh", "-c", "sleep 0.3; echo done", NULL};
+    struct sandbox_spec spec;
+    base_spec(&spec, argv);
+    void *grown = malloc(1 << 16);
+    /* (a sanitizer's allocator keeps no [heap]) */
+    bool heap = maps_have(getpid(), "[heap]");
+    struct sandbox_result *r = NULL;
+    REQUIRE(sandbox_spawn(loop, &spec, store_result, &r, NULL) == 0);
+    pid_t kids[8];
+    int n = children_of_self(kids, 8);
+    CHECK_EQ_INT(n, 1);
+    for (int i = 0; i < n && heap; i++)
+        CHECK(!maps_have(kids[i], "[heap]"));
+    CHECK(loop_run(loop) == 0);
+    REQUIRE(r);
+    CHECK_EQ_INT(r->status, SANDBOX_OK);
+    CHECK_EQ_STR(r->out.text, "done\n");
+    sandbox_result_free(r);
+    free(grown);
+    loop_free(loop);
+}
+
 static void test_synchronous_run(void)
 {
     char *argv[] = {"/bin/sh", "-c", "exit 3", NULL};
@@ -479,6 +521,7 @@ int main(void)
     RUN(test_output_stream_and_cap);
     RUN(test_prepared_sandbox);
     RUN(test_cgroups_made_ahead);
+    RUN(test_first_process_has_no_heap);
     RUN(test_synchronous_run);
     /* nothing left: no fd, and no child of this process */
     CHECK_EQ_INT(count_fds(), fds);
