@@ -7,7 +7,8 @@
  * forever here: this file calls no allocator, no stdio, nothing of glibc
  * that takes a lock or knows about threads (set*id() go through syscall()
  * for that reason). Everything it needs was computed in the parent
- * (sandbox_plan.c), and its job arrives in a buffer the parent allocated.
+ * (sandbox_plan.c) and packed into a mapping of its own, where its job
+ * arrives too: the copy has no heap (sandbox.c leaves it out).
  * The steps:
  *   1. arrange fds (0 /dev/null, 1 and 2 the output pipes, 3 the socket),
  *      close every other one, hide the copy of thalamus's command line and
