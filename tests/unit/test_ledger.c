@@ -152,6 +152,19 @@ static void test_materialise_and_tree_round_trip(void)
     ledger_free(l);
 }
 
+/* The baseline's experiment materialised in root/REL with params.json
+ * set to params; its path in a new string. */
+static char *experiment_with(struct ledger *l, const char *head, const char *rel,
+                             const char *params)
+{
+    char *dir = fs_join(root, rel);
+    REQUIRE(ledger_materialise(l, head, dir) == 0);
+    char *p = fs_join(dir, "params.json");
+    write_text(p, params);
+    free(p);
+    return dir;
+}
+
 static void test_commit_ref_note_and_diff(void)
 {
     struct ledger *l = NULL;
@@ -159,11 +172,7 @@ static void test_commit_ref_note_and_diff(void)
     char head[LEDGER_HEX_SIZE];
     REQUIRE(ledger_head(l, head) == 0);
     char *index_before = sh("git ls-files -s");
-    char *dir = fs_join(root, "work/r1/n1");
-    REQUIRE(ledger_materialise(l, head, dir) == 0);
-    char *p = fs_join(dir, "params.json");
-    write_text(p, "{\"lr\": 0.3}\n");
-    free(p);
+    char *dir = experiment_with(l, head, "work/r1/n1", "{\"lr\": 0.3}\n");
     char tree[LEDGER_HEX_SIZE], commit[LEDGER_HEX_SIZE];
     REQUIRE(ledger_write_tree(l, dir, tree) == 0);
     struct ledger_commit c = {
@@ -364,11 +373,8 @@ static void test_tree_kept_until_needed(void)
     REQUIRE(ledger_open(&l, repo) == 0);
     char head[LEDGER_HEX_SIZE];
     REQUIRE(ledger_head(l, head) == 0);
-    char *dir = fs_join(root, "work/r3/n1");
-    REQUIRE(ledger_materialise(l, head, dir) == 0);
-    char *p = fs_join(dir, "params.json");
-    write_text(p, "{\"lr\": 0.7}\n");
-    free(p);
+    char *dir = experiment_with(l, head, "work/r3/n1", "{\"lr\": 0.7}\n");
+    char *p;
     char tree[LEDGER_HEX_SIZE], commit[LEDGER_HEX_SIZE];
     REQUIRE(ledger_write_tree(l, dir, tree) == 0);
     char *out = sh("git cat-file -e %s || echo missing", tree);
@@ -434,11 +440,8 @@ static void test_commit_later(void)
     REQUIRE(ledger_open(&l, repo) == 0);
     char head[LEDGER_HEX_SIZE];
     REQUIRE(ledger_head(l, head) == 0);
-    char *dir = fs_join(root, "work/r4/n1");
-    REQUIRE(ledger_materialise(l, head, dir) == 0);
-    char *p = fs_join(dir, "params.json");
-    write_text(p, "{\"lr\": 0.05}\n");
-    free(p);
+    char *dir = experiment_with(l, head, "work/r4/n1", "{\"lr\": 0.05}\n");
+    char *p;
     char tree[LEDGER_HEX_SIZE], commit[LEDGER_HEX_SIZE], found[LEDGER_HEX_SIZE];
     REQUIRE(ledger_write_tree(l, dir, tree) == 0);
     struct ledger_commit c = {.run = "r4",
