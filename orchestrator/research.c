@@ -146,6 +146,8 @@ struct research {
     size_t nnotes, notes_cap;
     long *refs;
     size_t nrefs, refs_cap;
+    long *saves; /* running nodes whose recorded files the store gets later */
+    size_t nsaves, saves_cap;
     struct loop_timer *later_timer;
 };
 
@@ -659,6 +661,7 @@ enum eval_step { EV_CODER = 1, EV_SANDBOX, EV_CRITIC };
 static void eval_record(struct live *l);
 static void eval_commit(struct research *r, long id);
 static void flush_later(struct research *r);
+static void save_later(struct research *r, long id);
 static void eval_analyse(struct live *l);
 static void on_sandbox(struct sandbox *sb, struct sandbox_result *res, void *ud);
 
@@ -776,9 +779,8 @@ static int record_tree(struct research *r, long id, const char *dir)
     error_clear();
     buf_free(&b);
     free(pf);
-    if ((rc = tx_begin(r)) == 0)
-        rc = tx_commit(r, save_node(r, id));
-    return rc;
+    save_later(r, id); /* a crash meanwhile runs the node again anyway */
+    return 0;
 }
 
 static void eval_run(struct live *l)
@@ -1251,9 +1253,10 @@ static void notes_clear(struct research *r)
 }
 
 /* Writes the refs of the experiments committed in memory (the ledger writes
- * their objects first), then records them as done, in one transaction. On
- * a failure the rest stay due for the next try; if none comes, the store
- * still says "committing", and a resume makes the same commit again. */
+ * their objects first), then records them as done, in one transaction with
+ * the running nodes' recorded files. On a failure the rest stay due for the
+ * next try; if none comes, the store still says "committing", and a resume
+ * makes the same commit again. */
 static void write_refs(struct research *r)
 {
     size_t k = 0;
@@ -1267,15 +1270,21 @@ static void write_refs(struct research *r)
         k++;
     }
     bool saved = true;
-    if (k > 0) {
+    if (k > 0 || r->nsaves > 0) {
         int trc = tx_begin(r);
         for (size_t i = 0; i < k && trc == 0; i++)
             trc = save_node(r, r->refs[i]);
+        /* a node that has moved on since was saved by its next step */
+        for (size_t i = 0; i < r->nsaves && trc == 0; i++)
+            if (!strcmp(r->nodes[r->saves[i]].state, "running"))
+                trc = save_node(r, r->saves[i]);
         if ((trc = tx_commit(r, trc)) < 0) {
             saved = false; /* the refs are there; the save is tried again */
             rc = trc;
         }
     }
+    if (saved)
+        r->nsaves = 0;
     if (rc < 0) {
         log_warn("cannot record %zu experiments yet: %s", r->nrefs - (saved ? k : 0),
                  error_message());
@@ -1317,7 +1326,7 @@ static void flush_later(struct research *r)
         log_warn("cannot write the experiments' files to git yet: %s", error_message());
         error_clear();
     }
-    if (r->nrefs)
+    if (r->nrefs || r->nsaves)
         write_refs(r);
     write_notes(r);
 }
@@ -1345,6 +1354,19 @@ static void queue_note(struct research *r, const char *commit, char *text)
         r->notes = xreallocarray(r->notes, r->notes_cap = r->notes_cap ? r->notes_cap * 2 : 8,
                                  sizeof *r->notes);
     r->notes[r->nnotes++] = (struct ledger_note){xstrdup(commit), text};
+    later_soon(r);
+}
+
+/* Queues the save of running node id's recorded files (see flush_later()). */
+static void save_later(struct research *r, long id)
+{
+    for (size_t i = 0; i < r->nsaves; i++)
+        if (r->saves[i] == id)
+            return;
+    if (r->nsaves == r->saves_cap)
+        r->saves = xreallocarray(r->saves, r->saves_cap = r->saves_cap ? r->saves_cap * 2 : 8,
+                                 sizeof *r->saves);
+    r->saves[r->nsaves++] = id;
     later_soon(r);
 }
 
@@ -2474,6 +2496,7 @@ static void research_free(struct research *r)
     notes_clear(r);
     free(r->notes);
     free(r->refs);
+    free(r->saves);
     rs_nodes_free(r->nodes, r->n);
     free(r->live);
     memory_free(r->mem);
