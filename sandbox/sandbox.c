@@ -1209,7 +1209,14 @@ int sandbox_spawn(struct loop *loop, const struct sandbox_spec *spec, sandbox_do
     struct prepared *pr = pool_take(spec);
     bool warm = pr != NULL;
     sb->prepared = warm;
-    if (!pr && (rc = prepare(spec, &pr)) < 0)
+    /* Without isolation the job needs nothing from the ready report (no
+     * /work to fill): it is sent at once, and the child finds it waiting
+     * once it is ready (claim() waits for MSG_STARTED, passing MSG_READY). */
+    if (!pr && spec->isolation == SANDBOX_ISOLATION_NONE)
+        rc = prepare_start(spec, &pr);
+    else if (!pr)
+        rc = prepare(spec, &pr);
+    if (rc < 0)
         goto fail;
     if ((rc = claim(sb, pr, spec)) < 0)
         goto fail_child;
