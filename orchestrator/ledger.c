@@ -186,6 +186,9 @@ static int stage_add(git_odb *odb, struct stage **out)
 int ledger_open(struct ledger **out, const char *workspace)
 {
     git_libgit2_init();
+    /* libgit2 keeps no blobs in its object cache by default: materialising
+     * an experiment read each of its files from the object database again */
+    git_libgit2_opts(GIT_OPT_SET_CACHE_OBJECT_LIMIT, (int)GIT_OBJECT_BLOB, (size_t)256 << 10);
     git_repository *repo = NULL;
     if (git_repository_open_ext(&repo, workspace, GIT_REPOSITORY_OPEN_NO_SEARCH, NULL) < 0) {
         git_libgit2_shutdown();

@@ -659,7 +659,7 @@ static void eval_enqueue(struct research *r, long id, bool engine)
 enum eval_step { EV_CODER = 1, EV_SANDBOX, EV_CRITIC };
 
 static void eval_record(struct live *l);
-static void eval_commit(struct research *r, long id);
+static void eval_commit(struct research *r, long id, bool found);
 static void flush_later(struct research *r);
 static void save_later(struct research *r, long id);
 static void eval_analyse(struct live *l);
@@ -1120,7 +1120,7 @@ static void eval_record(struct live *l)
     }
     bool engine = l->engine;
     live_free(l);
-    eval_commit(r, id);
+    eval_commit(r, id, false);
     if (r->failed)
         return;
     if (id != 0)
@@ -1413,17 +1413,19 @@ static void queue_missing_note(struct research *r, long id, const char *commit)
 }
 
 /* Commits node id (state committing) and records the commit (state done).
- * A commit already under the node's ref (made before a crash) is taken as
- * it is. A new commit is made in memory: the loop goes on with it at once,
- * and its objects, its ref and the state "done" reach git and the store
- * once the next experiment has started (flush_later()). */
-static void eval_commit(struct research *r, long id)
+ * On resume (found), a commit already under the node's ref (made before a
+ * crash) is taken as it is; a node that just ran has none (its ref is
+ * written after its commit), and an older ref of the same name is
+ * replaced. A new commit is made in memory: the loop goes on with it at
+ * once, and its objects, its ref and the state "done" reach git and the
+ * store once the next experiment has started (flush_later()). */
+static void eval_commit(struct research *r, long id, bool found)
 {
     struct rs_node *n = &r->nodes[id];
     char *name = node_name(id);
     char hex[LEDGER_HEX_SIZE];
     bool later = false;
-    int rc = ledger_find(r->ledger, r->run.id, name, hex);
+    int rc = found ? ledger_find(r->ledger, r->run.id, name, hex) : TH_ENOTFOUND;
     if (rc == TH_ENOTFOUND) {
         error_clear();
         if (id == 0) {
@@ -2383,7 +2385,7 @@ static int load_run(struct research *r)
     for (size_t i = 0; i < n && rc == 0; i++) {
         struct rs_node *x = &r->nodes[i];
         if (!strcmp(x->state, "committing")) {
-            eval_commit(r, (long)i);
+            eval_commit(r, (long)i, true);
             if (r->failed)
                 return TH_ERR;
         } else if (!strcmp(x->state, "running")) {
