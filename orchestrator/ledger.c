@@ -39,13 +39,14 @@ static int git_fail(const char *what)
 /* ---- objects kept in memory until they are needed on disk ------------------ */
 
 /* An object database backend, consulted before the repository's own, that
- * keeps the objects ledger_write_tree() writes in memory: a tree recorded
- * just before an experiment starts reaches the disk (a few new files, each
- * costly on some file systems) only when stage_flush() runs, once the
- * experiment is under way or at the latest before a ref, a commit or a
- * note could point at it. Reads and existence checks see the kept objects
- * meanwhile, so this process can use them at once. Streamed writes (large
- * files) pass through to the disk. */
+ * keeps in memory the objects ledger_write_tree() and a commit made later
+ * write: a tree recorded just before an experiment starts, or the commit
+ * of the one that just ended, reaches the disk (a few new files, each
+ * costly on some file systems) only when stage_flush() runs, once the next
+ * experiment is under way or at the latest before a ref, a note or a
+ * commit written at once could point at it. Reads and existence checks see
+ * the kept objects meanwhile, so this process can use them at once.
+ * Streamed writes (large files) pass through to the disk. */
 struct staged {
     git_oid id;
     git_object_t type;
@@ -526,7 +527,8 @@ int ledger_write_tree(struct ledger *l, const char *dir, char out[LEDGER_HEX_SIZ
 /* ---- commits, refs and notes -------------------------------------------------- */
 
 /* GIT_AUTHOR_NAME and GIT_AUTHOR_EMAIL, else the repository's identity,
- * else "thalamus <thalamus@localhost>" (as the baseline commit). */
+ * else "thalamus <thalamus@localhost>" (as the baseline commit); dated now,
+ * or at when (seconds since the epoch, UTC) when it is positive. */
 static int signature(git_repository *repo, long long when, git_signature **out)
 {
     const char *name = getenv("GIT_AUTHOR_NAME"), *email = getenv("GIT_AUTHOR_EMAIL");

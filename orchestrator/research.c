@@ -1286,7 +1286,8 @@ static void write_refs(struct research *r)
     if (saved)
         r->nsaves = 0;
     if (rc < 0) {
-        log_warn("cannot record %zu experiments yet: %s", r->nrefs - (saved ? k : 0),
+        log_warn("cannot record the latest experiments in git and the store yet (tried "
+                 "again later): %s",
                  error_message());
         error_clear();
     }

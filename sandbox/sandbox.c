@@ -275,9 +275,6 @@ static void close_fd(int *fd)
     *fd = -1;
 }
 
-/* ---- prepared sandboxes ---- */
-
-/* A sandbox whose child waits for its job. */
 /* ---- cgroups made ahead and removed late ---- */
 
 /* Making a sandbox's cgroups (a directory per controller, then the limits)
@@ -348,6 +345,9 @@ static void cgroups_tidy(const struct sandbox_spec *spec)
     }
 }
 
+/* ---- prepared sandboxes ---- */
+
+/* A sandbox whose child waits for its job. */
 struct prepared {
     pid_t pid;
     bool ready;            /* its MSG_READY was received */
