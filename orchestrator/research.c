@@ -1291,7 +1291,7 @@ static void write_refs(struct research *r)
                  error_message());
         error_clear();
     }
-    if (saved) {
+    if (saved && k > 0) {
         memmove(r->refs, r->refs + k, (r->nrefs - k) * sizeof *r->refs);
         r->nrefs -= k;
     }
