@@ -24,7 +24,7 @@ void sandbox_capture_init(struct sandbox_capture *c, size_t max)
         max = 2;
     buf_init(&c->head, max / 2);
     c->tail_max = max - max / 2;
-    c->tail = xmalloc(c->tail_max);
+    c->tail = NULL; /* made when the head is full: most programs never fill it */
     c->tail_len = 0;
     c->tail_pos = 0;
     c->total = 0;
@@ -42,6 +42,8 @@ void sandbox_capture_add(struct sandbox_capture *c, const char *data, size_t len
     }
     if (len == 0)
         return;
+    if (!c->tail)
+        c->tail = xmalloc(c->tail_max);
     if (len >= c->tail_max) {
         memcpy(c->tail, data + len - c->tail_max, c->tail_max);
         c->tail_len = c->tail_max;
@@ -71,8 +73,10 @@ void sandbox_capture_finish(struct sandbox_capture *c, struct sandbox_output *ou
                    c->total - kept);
     size_t first =
         c->tail_max - c->tail_pos < c->tail_len ? c->tail_max - c->tail_pos : c->tail_len;
-    buf_append(&b, c->tail + c->tail_pos, first);
-    buf_append(&b, c->tail, c->tail_len - first);
+    if (c->tail_len) {
+        buf_append(&b, c->tail + c->tail_pos, first);
+        buf_append(&b, c->tail, c->tail_len - first);
+    }
     out->total = c->total;
     out->truncated = kept < c->total;
     out->text = buf_detach(&b, &out->len);

@@ -249,7 +249,7 @@ int sandbox_workdir_remove(const char *path);
 
 struct sandbox_capture {
     struct buf head;
-    char *tail; /* a ring of tail_max bytes */
+    char *tail; /* a ring of tail_max bytes, made once the head is full */
     size_t tail_max, tail_len, tail_pos;
     size_t total;
 };
