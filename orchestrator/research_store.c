@@ -102,9 +102,10 @@ static void bind_all(sqlite3_stmt *st, const char *fmt, va_list ap)
     for (int i = 1; *fmt; fmt++, i++) {
         switch (*fmt) {
         case 's': {
+            /* not copied: exec_sql() unbinds before its caller goes on */
             const char *s = va_arg(ap, const char *);
             if (s)
-                sqlite3_bind_text(st, i, s, -1, SQLITE_TRANSIENT);
+                sqlite3_bind_text(st, i, s, -1, SQLITE_STATIC);
             else
                 sqlite3_bind_null(st, i);
             break;
@@ -122,10 +123,9 @@ static void bind_all(sqlite3_stmt *st, const char *fmt, va_list ap)
         }
         case 'j': {
             const cJSON *j = va_arg(ap, const cJSON *);
-            if (j) {
-                char *s = cJSON_PrintUnformatted(j);
-                sqlite3_bind_text(st, i, s, -1, SQLITE_TRANSIENT);
-                free(s);
+            char *s = j ? cJSON_PrintUnformatted(j) : NULL;
+            if (s) {
+                sqlite3_bind_text(st, i, s, -1, free); /* SQLite frees it */
             } else {
                 sqlite3_bind_null(st, i);
             }
@@ -149,6 +149,7 @@ static int exec_sql(struct store *store, const char *what, const char *sql, cons
     if (sqlite3_step(st) != SQLITE_DONE)
         rc = db_fail(store, what);
     sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
     return rc;
 }
 
