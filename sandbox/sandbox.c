@@ -446,7 +446,9 @@ static pid_t clone_child(long flags, int cgfd, bool *in_cgroup)
  * lives, thalamus takes a copy-on-write fault on each heap page it writes
  * (hundreds per experiment). Only the clone of a sandbox leaves it out:
  * other forks may run code (fork handlers) that reads the heap. Returns
- * whether it was left out. */
+ * whether it tried: then it must be called again with false, even when it
+ * failed (a heap that another thread shrank meanwhile is left out in
+ * part). */
 static bool heap_left_out(bool out)
 {
     static uintptr_t start;
@@ -467,7 +469,8 @@ static bool heap_left_out(bool out)
     uintptr_t end = (uintptr_t)sbrk(0);
     if (!start || end <= start)
         return false;
-    return madvise((void *)start, end - start, out ? MADV_DONTFORK : MADV_DOFORK) == 0;
+    madvise((void *)start, end - start, out ? MADV_DONTFORK : MADV_DOFORK);
+    return true;
 }
 
 /* Starts creating a sandbox of spec's shape: the child is cloned and told
