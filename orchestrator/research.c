@@ -1257,7 +1257,7 @@ static void notes_clear(struct research *r)
  * the running nodes' recorded files. On a failure the rest stay due for the
  * next try; if none comes, the store still says "committing", and a resume
  * makes the same commit again. */
-static void write_refs(struct research *r)
+static void write_due(struct research *r)
 {
     size_t k = 0;
     int rc = 0;
@@ -1328,7 +1328,7 @@ static void flush_later(struct research *r)
         error_clear();
     }
     if (r->nrefs || r->nsaves)
-        write_refs(r);
+        write_due(r);
     write_notes(r);
 }
 
@@ -1358,27 +1358,29 @@ static void queue_note(struct research *r, const char *commit, char *text)
     later_soon(r);
 }
 
-/* Queues the save of running node id's recorded files (see flush_later()). */
-static void save_later(struct research *r, long id)
+/* Appends id to the list *ids (n entries, room for *cap) unless it holds it,
+ * and has what is due written soon (see flush_later()). */
+static void queue_id(struct research *r, long **ids, size_t *n, size_t *cap, long id)
 {
-    for (size_t i = 0; i < r->nsaves; i++)
-        if (r->saves[i] == id)
+    for (size_t i = 0; i < *n; i++)
+        if ((*ids)[i] == id)
             return;
-    if (r->nsaves == r->saves_cap)
-        r->saves = xreallocarray(r->saves, r->saves_cap = r->saves_cap ? r->saves_cap * 2 : 8,
-                                 sizeof *r->saves);
-    r->saves[r->nsaves++] = id;
+    if (*n == *cap)
+        *ids = xreallocarray(*ids, *cap = *cap ? *cap * 2 : 8, sizeof **ids);
+    (*ids)[(*n)++] = id;
     later_soon(r);
 }
 
-/* Queues the ref of node id, committed in memory (see flush_later()). */
+/* Queues the save of running node id's recorded files. */
+static void save_later(struct research *r, long id)
+{
+    queue_id(r, &r->saves, &r->nsaves, &r->saves_cap, id);
+}
+
+/* Queues the ref of node id, committed in memory. */
 static void queue_ref(struct research *r, long id)
 {
-    if (r->nrefs == r->refs_cap)
-        r->refs = xreallocarray(r->refs, r->refs_cap = r->refs_cap ? r->refs_cap * 2 : 8,
-                                sizeof *r->refs);
-    r->refs[r->nrefs++] = id;
-    later_soon(r);
+    queue_id(r, &r->refs, &r->nrefs, &r->refs_cap, id);
 }
 
 /* The commit time of node n: when it finished (so that committing it again
