@@ -730,7 +730,7 @@ static int spawn_sandbox(struct live *l)
     spec.binds = binds;
     spec.env = cfg->sandbox_env;
     spec.results_required = true;
-    spec.prepare_next = spec.isolation == SANDBOX_ISOLATION_FULL;
+    spec.prepare_next = true;
     spec.limits.timeout_ms = (uint64_t)cfg->sandbox_timeout * 1000;
     spec.limits.memory_mb = cfg->sandbox_memory_mb;
     spec.limits.cpu_seconds = cfg->sandbox_cpu_seconds;

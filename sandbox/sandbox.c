@@ -13,8 +13,8 @@
  * environment, rlimits) is sent; the spawn returns once the child reports
  * the program's process started. sandbox_spawn() normally does both at
  * once; with spec->prepare_next, a sandbox of the same shape is started
- * after the run ends, so that the next spawn only claims it (its child
- * builds its root while thalamus goes on, and the claim collects its
+ * once the program runs, so that the next spawn only claims it (its child
+ * sets itself up while thalamus goes on, and the claim collects its
  * report). From the start on everything is asynchronous on the loop: the
  * output pipes feed head-and-tail captures (and the live output
  * callback), the socket brings the program's final
@@ -89,12 +89,6 @@ struct sandbox {
     struct loop_timer *wall_timer, *kill_timer, *cpu_timer;
     struct sandbox_capture out, err;
     struct timespec start;
-
-    /* prepare_next: the shape to prepare again once the run ends */
-    bool prepare_next;
-    bool shape_network;
-    long shape_disk_mb, shape_memory_mb, shape_pids;
-    char **shape_binds;
 
     enum run_state state;
     const char *stop_limit; /* "wall" or "cpu" when a limit stopped the run */
@@ -356,7 +350,7 @@ struct prepared {
     struct sandbox_ids ids;
     struct sandbox_cgroup *cg;
     long memory_mb, pids; /* the cgroup limits written; -1: none yet */
-    char *shape;          /* full isolation: what makes two sandboxes interchangeable */
+    char *shape;          /* what makes two sandboxes interchangeable (shape_key()) */
 };
 
 #define MAX_PREPARED 4
@@ -381,9 +375,12 @@ static void prepared_free(struct prepared *pr)
 
 static char *shape_key(const struct sandbox_spec *spec)
 {
+    /* without isolation only the cgroup limits differ, and a claim writes them */
+    if (spec->isolation == SANDBOX_ISOLATION_NONE)
+        return xstrdup("none");
     struct buf b;
     buf_init(&b, 0);
-    buf_printf(&b, "net=%d disk=%ld", spec->network ? 1 : 0, spec->limits.disk_mb);
+    buf_printf(&b, "full net=%d disk=%ld", spec->network ? 1 : 0, spec->limits.disk_mb);
     for (char *const *x = spec->binds; x && *x; x++)
         buf_printf(&b, "\n%s", *x);
     return buf_detach(&b, NULL);
@@ -491,10 +488,10 @@ static int prepare_start(const struct sandbox_spec *spec, struct prepared **out)
     clock_gettime(CLOCK_MONOTONIC, &pr->start);
     *out = NULL;
 
+    pr->shape = shape_key(spec);
     if (spec->isolation == SANDBOX_ISOLATION_FULL) {
         if ((rc = sandbox_ids_acquire(&pr->ids)) < 0)
             goto fail;
-        pr->shape = shape_key(spec);
     } else {
         pr->ids.host_uid = geteuid();
         pr->ids.host_gid = getegid();
@@ -624,7 +621,7 @@ static int prepare(const struct sandbox_spec *spec, struct prepared **out)
 /* A prepared sandbox of spec's shape from the pool, or NULL. */
 static struct prepared *pool_take(const struct sandbox_spec *spec)
 {
-    if (spec->isolation != SANDBOX_ISOLATION_FULL || npool == 0)
+    if (npool == 0)
         return NULL;
     char *shape = shape_key(spec);
     struct prepared *found = NULL;
@@ -643,7 +640,7 @@ static struct prepared *pool_take(const struct sandbox_spec *spec)
     if (found && !found->ready) {
         /* usually ready long ago: its message waits in the socket */
         clock_gettime(CLOCK_MONOTONIC, &found->start);
-        if (prepare_finish(found, true) < 0) {
+        if (prepare_finish(found, spec->isolation == SANDBOX_ISOLATION_FULL) < 0) {
             log_debug("a prepared sandbox failed: %s", error_message());
             error_clear();
             found = NULL;
@@ -653,8 +650,8 @@ static struct prepared *pool_take(const struct sandbox_spec *spec)
 }
 
 /* Starts preparing a sandbox of spec's shape (with spec's cgroup limits,
- * likely those of the next run) unless one is in the pool. Its child builds
- * its root while thalamus goes on; pool_take() collects its report. */
+ * likely those of the next run) unless one is in the pool. Its child sets
+ * itself up while thalamus goes on; pool_take() collects its report. */
 static void pool_fill(const struct sandbox_spec *spec)
 {
     if (npool == MAX_PREPARED)
@@ -1003,9 +1000,6 @@ static void release(struct sandbox *sb)
     sandbox_capture_free(&sb->err);
     free(sb->work_dir);
     free(sb->program);
-    for (char **x = sb->shape_binds; x && *x; x++)
-        free(*x);
-    free(sb->shape_binds);
     free(sb);
 }
 
@@ -1069,38 +1063,11 @@ static void on_child_exit(struct loop_child *child, pid_t pid, int status, void 
      * wait for that bookkeeping. */
     sandbox_done_cb cb = sb->cb;
     void *cb_ud = sb->ud;
-    struct sandbox_spec next;
-    memset(&next, 0, sizeof next);
-    bool again = sb->prepare_next;
-    next.isolation = SANDBOX_ISOLATION_FULL;
-    next.network = sb->shape_network;
-    next.limits.disk_mb = sb->shape_disk_mb;
-    next.limits.memory_mb = sb->shape_memory_mb;
-    next.limits.pids = sb->shape_pids;
-    char **binds = sb->shape_binds;
-    next.binds = binds;
-    sb->shape_binds = NULL;
     cb(sb, r, cb_ud);
     release(sb);
-    if (again)
-        pool_fill(&next);
-    for (char **x = binds; x && *x; x++)
-        free(*x);
-    free(binds);
 }
 
 /* ---- spawning ---- */
-
-static char **copy_list(char *const *list)
-{
-    size_t n = 0;
-    while (list && list[n])
-        n++;
-    char **out = xcalloc(n + 1, sizeof *out);
-    for (size_t i = 0; i < n; i++)
-        out[i] = xstrdup(list[i]);
-    return out;
-}
 
 /* Gives the prepared sandbox pr its job; on failure pr's child is killed. */
 static int claim(struct sandbox *sb, struct prepared *pr, const struct sandbox_spec *spec)
@@ -1200,15 +1167,6 @@ int sandbox_spawn(struct loop *loop, const struct sandbox_spec *spec, sandbox_do
         sb->work_dir = xstrdup(tmpl);
         sb->own_workdir = true;
     }
-    if (spec->prepare_next && spec->isolation == SANDBOX_ISOLATION_FULL) {
-        sb->prepare_next = true;
-        sb->shape_network = spec->network;
-        sb->shape_disk_mb = spec->limits.disk_mb;
-        sb->shape_memory_mb = spec->limits.memory_mb;
-        sb->shape_pids = spec->limits.pids;
-        sb->shape_binds = copy_list(spec->binds);
-    }
-
     struct prepared *pr = pool_take(spec);
     bool warm = pr != NULL;
     sb->prepared = warm;
@@ -1244,7 +1202,11 @@ int sandbox_spawn(struct loop *loop, const struct sandbox_spec *spec, sandbox_do
               spec->argv[0], (unsigned long)sb->ids.host_uid,
               spec->isolation == SANDBOX_ISOLATION_FULL ? "full" : "no",
               warm ? "prepared ahead" : "set up now", elapsed_ms(&sb->start));
-    cgroups_tidy(spec); /* while the program runs */
+    /* while the program runs: the next sandbox of this shape, then the
+     * cgroups (the spare one may have gone to that sandbox) */
+    if (spec->prepare_next)
+        pool_fill(spec);
+    cgroups_tidy(spec);
     if (out)
         *out = sb;
     return 0;

@@ -92,10 +92,11 @@ struct sandbox_spec {
     bool results_required;
     sandbox_output_cb on_output; /* may be NULL */
     void *output_ud;
-    /* Once this run has ended, prepare a sandbox of the same shape (full
-     * isolation, network, binds, disk cap) so that the next spawn of that
-     * shape only hands it the program: it then starts in a fraction of the
-     * time. At most one per shape is kept; see sandbox_release_prepared(). */
+    /* Once this program has started, prepare a sandbox of the same shape
+     * (isolation, and with full isolation network, binds and disk cap) so
+     * that the next spawn of that shape only hands it the program: it then
+     * starts in a fraction of the time. At most one per shape is kept; see
+     * sandbox_release_prepared(). */
     bool prepare_next;
 };
 

@@ -4,13 +4,14 @@
  * sandboxes run at once (each with its own uid, output and results.json),
  * that cancelling and the wall-clock limit stop a program that ignores
  * SIGTERM, that output streams to the callback while the record keeps head
- * and tail, that a prepared sandbox (prepare_next) runs the next program
- * with its work directory (and one that died while it waited is replaced),
- * that cgroups made ahead and removed late still give each sandbox its
- * limits and leave none behind, that the sandbox's first process has no
- * copy of this process's heap, that the synchronous wrapper works, and that no
- * process of a finished sandbox and no child of this process and no fd is
- * left behind. Depends on loop, sandbox and the check.h harness.
+ * and tail, that a prepared sandbox (prepare_next, with and without
+ * isolation) runs the next program with its own work directory and limits
+ * (and one that died while it waited is replaced), that cgroups made ahead
+ * and removed late still give each sandbox its limits and leave none
+ * behind, that the sandbox's first process has no copy of this process's
+ * heap, that the synchronous wrapper works, and that no process of a
+ * finished sandbox and no child of this process and no fd is left behind.
+ * Depends on loop, sandbox and the check.h harness.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -437,6 +438,69 @@ static void test_cgroups_made_ahead(void)
     loop_free(loop);
 }
 
+/* Without isolation too, a sandbox is prepared once the program before it
+ * has started, and the next spawn gets it with that spawn's own work
+ * directory and limits. */
+static void test_prepared_without_isolation(void)
+{
+    struct loop *loop = new_loop();
+    char one[600], two[600], *real;
+    snprintf(one, sizeof one, "%s/none-one", dir);
+    snprintf(two, sizeof two, "%s/none-two", dir);
+    REQUIRE(mkdir(one, 0755) == 0 && mkdir(two, 0755) == 0);
+    char *first[] = {"/bin/sh", "-c", "sleep 0.2; pwd", NULL};
+    char *big[] = {"python3", "-c",
+                   "import os; print(os.getcwd()); b = bytearray(160 << 20); "
+                   "print('allocated')",
+                   NULL};
+    struct sandbox_spec spec;
+    struct sandbox_result *r = NULL;
+    base_spec(&spec, first);
+    spec.isolation = SANDBOX_ISOLATION_NONE;
+    spec.work_dir = one;
+    spec.prepare_next = true;
+    REQUIRE(sandbox_spawn(loop, &spec, store_result, &r, NULL) == 0);
+    pid_t kids[8];
+    /* the running sandbox, and the one prepared for the next spawn */
+    CHECK_EQ_INT(children_of_self(kids, 8), 2);
+    CHECK(loop_run(loop) == 0);
+    REQUIRE(r);
+    CHECK_EQ_INT(r->status, SANDBOX_OK);
+    CHECK(!r->prepared);
+    REQUIRE((real = realpath(one, NULL)));
+    CHECK(!strncmp(r->out.text, real, strlen(real)));
+    free(real);
+    sandbox_result_free(r);
+
+    /* prepared with 256 MB; this one has 48 */
+    base_spec(&spec, big);
+    spec.isolation = SANDBOX_ISOLATION_NONE;
+    spec.work_dir = two;
+    spec.prepare_next = true;
+    spec.limits.memory_mb = 48;
+    run_one(loop, &spec, &r);
+    CHECK(r->prepared);
+    CHECK_EQ_INT(r->status, SANDBOX_OOM);
+    CHECK(!strstr(r->out.text, "allocated"));
+    REQUIRE((real = realpath(two, NULL)));
+    CHECK(!strncmp(r->out.text, real, strlen(real)));
+    free(real);
+    sandbox_result_free(r);
+    /* prepared with 48 MB; this one has 256 again */
+    spec.limits.memory_mb = 256;
+    run_one(loop, &spec, &r);
+    CHECK(r->prepared);
+    CHECK_EQ_INT(r->status, SANDBOX_OK);
+    CHECK_CONTAINS(r->out.text, "allocated\n");
+    sandbox_result_free(r);
+
+    CHECK_EQ_INT(children_of_self(kids, 8), 1);
+    sandbox_release_prepared();
+    CHECK_EQ_INT(children_of_self(kids, 8), 0);
+    CHECK_EQ_INT(own_cgroups(), 0);
+    loop_free(loop);
+}
+
 /* Whether the maps of process pid name a region. */
 static bool maps_have(pid_t pid, const char *name)
 {
@@ -521,6 +585,7 @@ int main(void)
     RUN(test_output_stream_and_cap);
     RUN(test_prepared_sandbox);
     RUN(test_cgroups_made_ahead);
+    RUN(test_prepared_without_isolation);
     RUN(test_first_process_has_no_heap);
     RUN(test_synchronous_run);
     /* nothing left: no fd, and no child of this process */
