@@ -823,13 +823,10 @@ static void eval_begin(struct live *l)
     set_str(&n->state, "running");
     set_str(&n->started, now);
     free(now);
-    int rc = tx_begin(r);
-    if (rc == 0)
-        rc = tx_commit(r, save_node(r, l->id));
-    if (rc < 0) {
-        fatal(r, rc);
-        return;
-    }
+    /* the store learns it with the next deferred writes (within a second):
+     * a resume runs a node again whether it was pending or running */
+    save_later(r, l->id);
+    int rc = 0;
     if (l->id != 0) {
         cJSON *f = cJSON_CreateObject();
         char *name = node_name(l->id), *pname = node_name(n->parent);
@@ -1371,7 +1368,7 @@ static void queue_id(struct research *r, long **ids, size_t *n, size_t *cap, lon
     later_soon(r);
 }
 
-/* Queues the save of running node id's recorded files. */
+/* Queues the save of running node id (its state, start and recorded files). */
 static void save_later(struct research *r, long id)
 {
     queue_id(r, &r->saves, &r->nsaves, &r->saves_cap, id);
