@@ -51,6 +51,7 @@ const char *const memory_stop_words[] = {
 #define WAL_CHECKPOINT_FRAMES    1000
 #define RECALL_CHECKPOINT_FRAMES 10000
 #define BULK_CHECKPOINT_FRAMES   65536
+#define DEFERRED_CHECKPOINT_FRAMES (8 * WAL_CHECKPOINT_FRAMES)
 
 /* ---- schema ------------------------------------------------------------- */
 
@@ -441,16 +442,37 @@ static void on_update(void *ud, int op, const char *db, const char *table, sqlit
  * two link b-trees that every load changes again (each link goes to a
  * random place of one of them); letting the log grow to
  * BULK_CHECKPOINT_FRAMES copies such a page into the database once for
- * several loads instead of once for each. */
+ * several loads instead of once for each. With memory_defer_checkpoints()
+ * the caller checkpoints at WAL_CHECKPOINT_FRAMES and the hook only at
+ * DEFERRED_CHECKPOINT_FRAMES, should the caller not. */
 static int wal_hook(void *ud, sqlite3 *db, const char *name, int frames)
 {
     struct memory *m = ud;
-    int limit = m->touching          ? RECALL_CHECKPOINT_FRAMES
-                : m->committing_bulk ? BULK_CHECKPOINT_FRAMES
-                                     : WAL_CHECKPOINT_FRAMES;
-    if (frames >= limit)
-        sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    int limit = m->touching            ? RECALL_CHECKPOINT_FRAMES
+                : m->committing_bulk   ? BULK_CHECKPOINT_FRAMES
+                : m->defer_checkpoints ? DEFERRED_CHECKPOINT_FRAMES
+                                       : WAL_CHECKPOINT_FRAMES;
+    m->wal_frames = frames;
+    if (frames >= limit &&
+        sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL) == SQLITE_OK)
+        m->wal_frames = 0;
     return SQLITE_OK;
+}
+
+void memory_defer_checkpoints(struct memory *m)
+{
+    m->defer_checkpoints = true;
+}
+
+int memory_checkpoint_due(struct memory *m)
+{
+    if (m->in_tx || m->wal_frames < WAL_CHECKPOINT_FRAMES)
+        return 0;
+    int rc = sqlite3_wal_checkpoint_v2(m->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    if (rc != SQLITE_OK && rc != SQLITE_BUSY)
+        return memory_db_error(m, "checkpoint the write-ahead log of");
+    m->wal_frames = 0;
+    return 0;
 }
 
 int memory_new(struct memory **out, struct store *store, const struct memory_params *params)

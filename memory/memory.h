@@ -108,6 +108,19 @@ int memory_begin(struct memory *m);
 int memory_commit(struct memory *m);
 void memory_rollback(struct memory *m);
 
+/* Leaves the usual checkpoints of the write-ahead log (copying it into the
+ * database and syncing both files: tens of milliseconds on a disk) to the
+ * caller, who calls memory_checkpoint_due() where a pause does not matter,
+ * rather than having one run inside whichever commit fills the log. A log
+ * the caller leaves to grow to 8 times the usual size is checkpointed at
+ * its commit anyway. */
+void memory_defer_checkpoints(struct memory *m);
+
+/* Checkpoints the write-ahead log if it holds as much as a checkpoint is
+ * due at (one that waits for no reader; outside a transaction). Returns 0,
+ * or an error when the checkpoint failed other than for a busy database. */
+int memory_checkpoint_due(struct memory *m);
+
 /* Opens a transaction for a bulk load (import, ingest, batched inserts):
  * the full-text index entries of the items added in it are not written one
  * by one by the triggers but in one pass by memory_commit(), just before it

@@ -58,6 +58,8 @@ struct memory {
     int64_t cache_before; /* PRAGMA cache_size before the bulk load */
     bool committing_bulk; /* committing a bulk load (see wal_hook) */
     bool touching;        /* committing recall's access update (see wal_hook) */
+    bool defer_checkpoints; /* see memory_defer_checkpoints() */
+    int wal_frames;         /* in the write-ahead log after the last commit */
     long posting_budget;  /* see memory_set_search_limits() */
     long common_window;
     struct memory_tokenizer *tok;

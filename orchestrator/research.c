@@ -1312,9 +1312,9 @@ static void write_notes(struct research *r)
 
 /* Writes what git gets later: the objects the ledger keeps in memory (a
  * recorded tree, commits), the refs of experiments committed in memory,
- * and the notes. Called once a sandbox has started, so that this overlaps
- * its run instead of delaying it; else after LATER_WAIT_MS; and at the
- * end of the run. */
+ * and the notes; and checkpoints the store's write-ahead log when due.
+ * Called once a sandbox has started, so that this overlaps its run instead
+ * of delaying it; else after LATER_WAIT_MS; and at the end of the run. */
 static void flush_later(struct research *r)
 {
     if (r->later_timer)
@@ -1327,6 +1327,13 @@ static void flush_later(struct research *r)
     if (r->nrefs || r->nsaves)
         write_due(r);
     write_notes(r);
+    /* the store's log into the database, when it is due: the pause of
+     * syncing both files falls here rather than into a commit between two
+     * experiments */
+    if (memory_checkpoint_due(r->mem) < 0) {
+        log_warn("%s", error_message());
+        error_clear();
+    }
 }
 
 static void on_later_timer(struct loop_timer *timer, void *ud)
@@ -2166,6 +2173,7 @@ static int open_all(struct research *r)
     if ((rc = memory_new(&r->mem, r->store, &params)) < 0 || (rc = loop_new(&r->loop)) < 0 ||
         (rc = llm_new(&r->gw, r->loop, r->cfg, r->store)) < 0)
         return rc;
+    memory_defer_checkpoints(r->mem); /* flush_later() runs them */
     struct agent_runtime_options o = {
         .loop = r->loop,
         .cfg = r->cfg,

@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -1887,6 +1888,48 @@ static void test_stats(void)
     close_fixture(&f);
 }
 
+static long long file_size(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 ? (long long)st.st_size : -1;
+}
+
+/* With checkpoints deferred, commits leave the database file alone even
+ * when the write-ahead log holds more than SQLite's automatic checkpoint
+ * would let it (1000 pages); memory_checkpoint_due() then copies the log
+ * in, and nothing is lost on the way. */
+static void test_checkpoints_deferred(void)
+{
+    struct fixture f;
+    open_fixture(&f, "deferred.db", true);
+    memory_defer_checkpoints(f.mem);
+    CHECK_EQ_INT(memory_checkpoint_due(f.mem), 0); /* nothing due yet */
+    add(f.mem, "note", "first", "the first note", 0.5);
+    char wal[300];
+    snprintf(wal, sizeof wal, "%s-wal", db_path("deferred.db"));
+    long long db_before = file_size(db_path("deferred.db"));
+    /* header 32 bytes, then each page with its 24-byte frame header */
+    long long frames = 0;
+    int added = 1;
+    char text[2200];
+    memset(text, 'x', sizeof text - 1);
+    text[sizeof text - 1] = '\0';
+    while (frames < 1200 && added < 5000) {
+        text[added % 2000] = 'a' + (char)(added % 26); /* no two alike */
+        REQUIRE(memory_begin(f.mem) == 0);
+        add(f.mem, "note", "", text, 0.5);
+        REQUIRE(memory_commit(f.mem) == 0);
+        added++;
+        frames = (file_size(wal) - 32) / (4096 + 24);
+    }
+    CHECK(frames >= 1200);
+    CHECK_EQ_INT((int)file_size(db_path("deferred.db")), (int)db_before);
+    CHECK_EQ_INT(memory_checkpoint_due(f.mem), 0);
+    CHECK(file_size(db_path("deferred.db")) > db_before);
+    CHECK_EQ_INT(query_int(f.store, "SELECT count(*) FROM memory_items"), added);
+    close_fixture(&f);
+}
+
 int main(void)
 {
     if (!mkdtemp(dir))
@@ -1910,6 +1953,7 @@ int main(void)
     RUN(test_quantized_cosines);
     RUN(test_reader_during_write);
     RUN(test_killed_writer_loses_nothing_committed);
+    RUN(test_checkpoints_deferred);
     RUN(test_bulk_load_indexes_at_commit);
     RUN(test_bulk_load_recalls_like_single_adds);
     RUN(test_upgrade_from_version_1);
