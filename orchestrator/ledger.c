@@ -1,13 +1,16 @@
 /*
  * ledger: experiments as git commits, written with libgit2 straight into the
- * object database (see ledger.h). Depends on alloc, buf, error, fsutil and
- * libgit2.
+ * object database (see ledger.h). Depends on alloc, buf, error, fsutil,
+ * libgit2 and POSIX threads.
  */
 #include "ledger.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -303,69 +306,130 @@ bool ledger_has_experiment(struct ledger *l, const char *commit)
 
 /* ---- materialising a tree --------------------------------------------------- */
 
-/* Creates the file name in dirfd (path names it in messages) holding data. */
-static int write_file(int dirfd, const char *name, const char *path, const void *data, size_t len,
-                      mode_t mode)
+/* Materialising has two halves: listing what to create (reading the tree
+ * and its blobs through libgit2, in the ledger's thread) and creating it
+ * (system calls only, no libgit2 and no error_set(), so that another thread
+ * can do it: ledger_materialise_start()). */
+
+/* One thing to create: a directory, a file or a symbolic link. */
+struct out_entry {
+    char *path; /* under the directory being written */
+    char *data; /* a file's bytes, a link's target */
+    size_t len;
+    git_filemode_t mode;
+};
+
+struct ledger_writeout {
+    char *dir;
+    struct out_entry *e;
+    size_t n, cap;
+    /* the outcome: 0, or the errno of the first failure, on failed_path */
+    int err;
+    const char *failed_what; /* "create", "write" */
+    const char *failed_path;
+    pthread_t thread;
+    bool threaded;
+};
+
+static void writeout_free(struct ledger_writeout *w)
 {
-    int fd = openat(dirfd, name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
-    if (fd < 0)
-        return error_set("cannot create '%s': %s", path, strerror(errno));
-    int rc = 0;
-    if (fs_write_all(fd, data, len) < 0)
-        rc = error_set("cannot write '%s': %s", path, strerror(errno));
-    if (close(fd) < 0 && rc == 0)
-        rc = error_set("cannot write '%s': %s", path, strerror(errno));
-    return rc;
+    for (size_t i = 0; i < w->n; i++) {
+        free(w->e[i].path);
+        free(w->e[i].data);
+    }
+    free(w->e);
+    free(w->dir);
+    free(w);
 }
 
-/* Writes tree into the directory dirfd (named dir in messages). */
-static int write_tree_to(struct ledger *l, git_tree *tree, int dirfd, const char *dir)
+/* Lists what tree holds, under path, into w. */
+static int list_tree(struct ledger *l, git_tree *tree, const char *path, struct ledger_writeout *w)
 {
     int rc = 0;
     size_t n = git_tree_entrycount(tree);
     for (size_t i = 0; i < n && rc == 0; i++) {
-        const git_tree_entry *e = git_tree_entry_byindex(tree, i);
-        const char *name = git_tree_entry_name(e);
-        char *path = fs_join(dir, name);
-        git_filemode_t mode = git_tree_entry_filemode(e);
+        const git_tree_entry *te = git_tree_entry_byindex(tree, i);
+        git_filemode_t mode = git_tree_entry_filemode(te);
+        if (mode != GIT_FILEMODE_TREE && mode != GIT_FILEMODE_BLOB &&
+            mode != GIT_FILEMODE_BLOB_EXECUTABLE && mode != GIT_FILEMODE_LINK)
+            continue; /* submodules are left out */
+        if (w->n == w->cap)
+            w->e = xreallocarray(w->e, w->cap = w->cap ? w->cap * 2 : 16, sizeof *w->e);
+        struct out_entry *e = &w->e[w->n++];
+        memset(e, 0, sizeof *e);
+        e->path = fs_join(path, git_tree_entry_name(te));
+        e->mode = mode;
         if (mode == GIT_FILEMODE_TREE) {
             git_tree *sub = NULL;
-            int fd = -1;
-            if (git_tree_lookup(&sub, l->repo, git_tree_entry_id(e)) < 0)
+            if (git_tree_lookup(&sub, l->repo, git_tree_entry_id(te)) < 0)
                 rc = git_fail("cannot read a tree");
-            else if (mkdirat(dirfd, name, 0755) < 0 && errno != EEXIST)
-                rc = error_set("cannot create '%s': %s", path, strerror(errno));
-            else if ((fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) <
-                     0)
-                rc = error_set("cannot open '%s': %s", path, strerror(errno));
             else
-                rc = write_tree_to(l, sub, fd, path);
-            if (fd >= 0)
-                close(fd);
+                rc = list_tree(l, sub, e->path, w);
             git_tree_free(sub);
-        } else if (mode == GIT_FILEMODE_BLOB || mode == GIT_FILEMODE_BLOB_EXECUTABLE ||
-                   mode == GIT_FILEMODE_LINK) {
-            git_blob *blob = NULL;
-            if (git_blob_lookup(&blob, l->repo, git_tree_entry_id(e)) < 0) {
-                rc = git_fail("cannot read a file from git");
-            } else if (mode == GIT_FILEMODE_LINK) {
-                char *target = xstrndup(git_blob_rawcontent(blob), (size_t)git_blob_rawsize(blob));
-                if (symlinkat(target, dirfd, name) < 0)
-                    rc = error_set("cannot create the link '%s': %s", path, strerror(errno));
-                free(target);
-            } else {
-                rc = write_file(dirfd, name, path, git_blob_rawcontent(blob),
-                                (size_t)git_blob_rawsize(blob),
-                                mode == GIT_FILEMODE_BLOB_EXECUTABLE ? 0755 : 0644);
-            }
-            git_blob_free(blob);
-        } /* submodules are left out */
-        free(path);
+            continue;
+        }
+        git_blob *blob = NULL;
+        if (git_blob_lookup(&blob, l->repo, git_tree_entry_id(te)) < 0) {
+            rc = git_fail("cannot read a file from git");
+            continue;
+        }
+        e->len = (size_t)git_blob_rawsize(blob);
+        e->data = xmalloc(e->len + 1);
+        memcpy(e->data, git_blob_rawcontent(blob), e->len);
+        e->data[e->len] = '\0'; /* a link's target is a string */
+        git_blob_free(blob);
     }
     return rc;
 }
 
-/* Creates dir, and its parents when they are missing. */
+/* Creates what w lists; on a failure stops and records it in w. */
+static void write_out(struct ledger_writeout *w)
+{
+    w->err = 0;
+    w->failed_what = "create";
+    w->failed_path = w->dir;
+    if (mkdir(w->dir, 0755) < 0 && errno != EEXIST) {
+        w->err = errno;
+        return;
+    }
+    for (size_t i = 0; i < w->n; i++) {
+        const struct out_entry *e = &w->e[i];
+        w->failed_what = "create";
+        w->failed_path = e->path;
+        if (e->mode == GIT_FILEMODE_TREE) {
+            if (mkdir(e->path, 0755) < 0 && errno != EEXIST)
+                w->err = errno;
+        } else if (e->mode == GIT_FILEMODE_LINK) {
+            if (symlink(e->data, e->path) < 0)
+                w->err = errno;
+        } else {
+            int fd = open(e->path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
+                          e->mode == GIT_FILEMODE_BLOB_EXECUTABLE ? 0755 : 0644);
+            if (fd < 0) {
+                w->err = errno;
+                return;
+            }
+            w->failed_what = "write";
+            if (fs_write_all(fd, e->data, e->len) < 0)
+                w->err = errno;
+            if (close(fd) < 0 && !w->err)
+                w->err = errno;
+        }
+        if (w->err)
+            return;
+    }
+}
+
+/* The outcome of w as this module's error; frees w. */
+static int writeout_result(struct ledger_writeout *w)
+{
+    int rc = w->err
+                 ? error_set("cannot %s '%s': %s", w->failed_what, w->failed_path, strerror(w->err))
+                 : 0;
+    writeout_free(w);
+    return rc;
+}
+
 static int make_dir(const char *dir)
 {
     if (mkdir(dir, 0755) == 0 || errno == EEXIST)
@@ -387,23 +451,72 @@ static int make_dir(const char *dir)
     return error_set("cannot create '%s': %s", dir, strerror(errno));
 }
 
-int ledger_materialise(struct ledger *l, const char *commit, const char *dir)
+/* Empties (creates) dir and lists the experiment directory of commit for it. */
+static int writeout_prepare(struct ledger *l, const char *commit, const char *dir,
+                            struct ledger_writeout **out)
 {
     git_tree *tree = NULL;
-    int fd = -1;
     int rc = experiment_tree(l, commit, &tree);
     if (rc == 0)
         rc = fs_remove_tree(dir);
     if (rc == 0)
         rc = make_dir(dir);
-    if (rc == 0 && (fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0)
-        rc = error_set("cannot open '%s': %s", dir, strerror(errno));
+    struct ledger_writeout *w = xcalloc(1, sizeof *w);
+    w->dir = xstrdup(dir);
     if (rc == 0)
-        rc = write_tree_to(l, tree, fd, dir);
-    if (fd >= 0)
-        close(fd);
+        rc = list_tree(l, tree, dir, w);
     git_tree_free(tree);
-    return rc;
+    if (rc < 0) {
+        writeout_free(w);
+        return rc;
+    }
+    *out = w;
+    return 0;
+}
+
+int ledger_materialise(struct ledger *l, const char *commit, const char *dir)
+{
+    struct ledger_writeout *w = NULL;
+    int rc = writeout_prepare(l, commit, dir, &w);
+    if (rc < 0)
+        return rc;
+    write_out(w);
+    return writeout_result(w);
+}
+
+static void *writeout_thread(void *arg)
+{
+    write_out(arg);
+    return NULL;
+}
+
+int ledger_materialise_start(struct ledger *l, const char *commit, const char *dir,
+                             struct ledger_writeout **out)
+{
+    *out = NULL;
+    struct ledger_writeout *w = NULL;
+    int rc = writeout_prepare(l, commit, dir, &w);
+    if (rc < 0)
+        return rc;
+    /* the thread takes no signal: they are this one's to handle */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    w->threaded = pthread_create(&w->thread, NULL, writeout_thread, w) == 0;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (!w->threaded)
+        write_out(w); /* no thread to be had: at once, then */
+    *out = w;
+    return 0;
+}
+
+int ledger_materialise_finish(struct ledger_writeout *w)
+{
+    if (!w)
+        return 0;
+    if (w->threaded)
+        pthread_join(w->thread, NULL);
+    return writeout_result(w);
 }
 
 /* ---- building a tree from a directory ---------------------------------------- */

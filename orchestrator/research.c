@@ -149,6 +149,12 @@ struct research {
     long *saves; /* running nodes whose recorded files the store gets later */
     size_t nsaves, saves_cap;
     struct loop_timer *later_timer;
+
+    /* the work directory of node ahead_id, written from ahead_commit by
+     * another thread while an expansion chooses its ideas (write_ahead()) */
+    struct ledger_writeout *ahead;
+    long ahead_id;
+    char *ahead_commit;
 };
 
 /* ---- small helpers ------------------------------------------------------------ */
@@ -678,6 +684,68 @@ static void eval_fail_now(struct live *l, const char *status, const char *reason
     eval_analyse(l);
 }
 
+/* Has another thread write, while the expansion of parent chooses its
+ * ideas, the work directory its first idea will most likely run in: that of
+ * the next node id, from parent's commit. The first experiment of an
+ * expansion then starts without creating its files in between (a few
+ * hundred microseconds each on some disks). Another node may get that id
+ * first: ahead_take() checks both. One at a time. */
+static void write_ahead(struct research *r, long parent)
+{
+    const char *from = r->nodes[parent].commit;
+    if (r->ahead || !from || r->dropping)
+        return;
+    long id = (long)r->n;
+    char *dir = node_abs_dir(r, id);
+    if (ledger_materialise_start(r->ledger, from, dir, &r->ahead) == 0) {
+        r->ahead_id = id;
+        r->ahead_commit = xstrdup(from);
+    } else {
+        log_debug("n%ld: %s", id, error_message());
+        error_clear();
+    }
+    free(dir);
+}
+
+/* Waits for the directory written ahead if it is node id's (with id -1,
+ * whosever it is). True when it holds the files of commit from; otherwise
+ * the caller materialises it again (which empties it first). */
+static bool ahead_take(struct research *r, long id, const char *from)
+{
+    if (!r->ahead || (id >= 0 && id != r->ahead_id))
+        return false;
+    int rc = ledger_materialise_finish(r->ahead);
+    r->ahead = NULL;
+    bool ok = rc == 0 && from && !strcmp(from, r->ahead_commit);
+    if (rc < 0) {
+        log_debug("n%ld: %s", r->ahead_id, error_message());
+        error_clear();
+    } else if (ok) {
+        log_debug("n%ld: work directory written while the ideas were chosen", r->ahead_id);
+    }
+    free(r->ahead_commit);
+    r->ahead_commit = NULL;
+    return ok;
+}
+
+/* At the end of the run: a directory written ahead for a node that never
+ * started (or never came) is removed. */
+static void ahead_drop(struct research *r)
+{
+    if (!r->ahead)
+        return;
+    long id = r->ahead_id;
+    ahead_take(r, -1, NULL);
+    if (id < (long)r->n && strcmp(r->nodes[id].state, "pending"))
+        return;
+    char *dir = node_abs_dir(r, id);
+    if (fs_remove_tree(dir) < 0) {
+        log_debug("%s", error_message());
+        error_clear();
+    }
+    free(dir);
+}
+
 /* Materialises the work directories of the first experiments waiting for a
  * slot (as many as there are slots), so that creating their files is done
  * while others run rather than between two experiments. eval_begin() uses
@@ -691,6 +759,10 @@ static void prepare_waiting(struct research *r)
         const char *from = w->id != 0 ? r->nodes[n->parent].commit : NULL;
         if (w->dir_ready || !from || r->dropping)
             continue;
+        if (ahead_take(r, w->id, from)) {
+            w->dir_ready = true;
+            continue;
+        }
         char *dir = node_abs_dir(r, w->id);
         if (ledger_materialise(r->ledger, from, dir) == 0) {
             w->dir_ready = true;
@@ -841,8 +913,8 @@ static void eval_begin(struct live *l)
     }
     const char *from = l->id == 0 ? r->run.baseline : r->nodes[n->parent].commit;
     char *dir = node_abs_dir(r, l->id);
-    if (l->dir_ready)
-        l->dir_ready = false; /* materialised while it waited */
+    if (l->dir_ready || ahead_take(r, l->id, from))
+        l->dir_ready = false; /* materialised while it waited, or ahead */
     else
         rc =
             from ? ledger_materialise(r->ledger, from, dir) : error_set("the parent has no commit");
@@ -1548,6 +1620,7 @@ static void expand_begin(struct research *r, long id)
      * does not use it up */
     r->expanding++;
     struct live *l = live_new(r, id, LIVE_EXPAND, true);
+    write_ahead(r, id);
     l->phase = "retrieving";
     l->step = EX_RETRIEVE;
     cJSON *in = cJSON_CreateObject();
@@ -2500,6 +2573,7 @@ static void research_free(struct research *r)
     agent_runtime_free(r->rt);
     llm_free(r->gw);
     sandbox_release_prepared();
+    ahead_drop(r);
     for (size_t i = 0; i < r->n; i++)
         if (r->live && r->live[i])
             live_free(r->live[i]);

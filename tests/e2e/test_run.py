@@ -235,8 +235,10 @@ class TestOfflineRun(RunCase):
         self.assertIn("stopped: experiment limit reached: 2 experiments", r.stdout)
         nodes = self.nodes(ws)
         self.assertEqual(len([n for n in nodes[1:] if n["commit"]]), 2)
-        # the third draft's directory was prepared while the second ran, and
-        # removed when the limit left it pending
+        # the first draft's directory was written while the drafts were
+        # chosen; the third draft's while the second ran, and it was removed
+        # when the limit left that draft pending
+        self.assertIn("n1: work directory written while the ideas were chosen", r.stderr)
         self.assertIn("n3: work directory prepared while waiting", r.stderr)
         self.assertEqual(nodes[3]["status"], "pending")
         runs = os.path.join(ws, ".thalamus", "runs", "r1")

@@ -5,10 +5,12 @@
  * HEAD, index or working tree. Repositories are made with the git program
  * and read back with it, so the ledger is checked against real git.
  */
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -148,6 +150,65 @@ static void test_materialise_and_tree_round_trip(void)
     REQUIRE(ledger_materialise(l, head, dir) == 0);
     CHECK(!fs_exists(p));
     free(p);
+    free(dir);
+    ledger_free(l);
+}
+
+/* Materialising in two steps writes what ledger_materialise() writes (the
+ * files created by another thread), and a failure there comes back from
+ * the second step as this module's error. */
+static void test_materialise_on_a_thread(void)
+{
+    struct ledger *l = NULL;
+    REQUIRE(ledger_open(&l, repo) == 0);
+    char head[LEDGER_HEX_SIZE];
+    REQUIRE(ledger_head(l, head) == 0);
+    char *dir = fs_join(root, "work/r1/n9");
+    REQUIRE(fs_mkdir_p(dir, 0755) == 0);
+    char *stray = fs_join(dir, "stray.txt");
+    write_text(stray, "x");
+    struct ledger_writeout *w = NULL;
+    REQUIRE(ledger_materialise_start(l, head, dir, &w) == 0);
+    CHECK_EQ_INT(ledger_materialise_finish(w), 0);
+    CHECK(!fs_exists(stray)); /* emptied first */
+    char tree[LEDGER_HEX_SIZE];
+    REQUIRE(ledger_write_tree(l, dir, tree) == 0);
+    char *expected = sh("git rev-parse HEAD:experiment");
+    CHECK_EQ_STR(tree, expected); /* every file, mode and link, byte for byte */
+    free(expected);
+    char *p = fs_join(dir, "sub/run.sh");
+    struct stat st;
+    CHECK(stat(p, &st) == 0 && (st.st_mode & 0100));
+    free(p);
+    CHECK_EQ_INT(ledger_materialise_finish(NULL), 0);
+
+    /* files may be no longer than 1 byte: writing params.json fails on the
+     * thread, and the error says where */
+    struct rlimit old, tiny = {1, 1};
+    getrlimit(RLIMIT_FSIZE, &old);
+    tiny.rlim_max = old.rlim_max;
+    void (*was)(int) = signal(SIGXFSZ, SIG_IGN);
+    REQUIRE(setrlimit(RLIMIT_FSIZE, &tiny) == 0);
+    w = NULL;
+    int start = ledger_materialise_start(l, head, dir, &w);
+    int rc = start == 0 ? ledger_materialise_finish(w) : start;
+    setrlimit(RLIMIT_FSIZE, &old);
+    signal(SIGXFSZ, was);
+    CHECK_EQ_INT(start, 0);
+    CHECK(rc < 0);
+    CHECK_CONTAINS(error_message(), "cannot write '");
+    CHECK_CONTAINS(error_message(), "n9/params.json': File too large");
+    error_clear();
+    /* and the synchronous form, the same */
+    REQUIRE(setrlimit(RLIMIT_FSIZE, &tiny) == 0);
+    signal(SIGXFSZ, SIG_IGN);
+    rc = ledger_materialise(l, head, dir);
+    setrlimit(RLIMIT_FSIZE, &old);
+    signal(SIGXFSZ, was);
+    CHECK(rc < 0);
+    CHECK_CONTAINS(error_message(), "n9/params.json': File too large");
+    error_clear();
+    free(stray);
     free(dir);
     ledger_free(l);
 }
@@ -574,6 +635,7 @@ int main(void)
         return 1;
     make_repo();
     RUN(test_materialise_and_tree_round_trip);
+    RUN(test_materialise_on_a_thread);
     RUN(test_commit_ref_note_and_diff);
     RUN(test_tree_keeps_bytes);
     RUN(test_tree_kept_until_needed);
