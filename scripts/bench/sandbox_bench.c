@@ -15,9 +15,10 @@
  *                                           time; prints "total_s runs_per_s"
  *
  * Latency is measured from sandbox_spawn() to the result callback. A
- * prepared run sets prepare_next, so it claims the sandbox prepared after
- * the previous prepared run ended (outside the measured interval;
- * throughput counts everything). "compare" interleaves its three kinds of
+ * prepared run sets prepare_next, so it claims the sandbox prepared once
+ * the previous prepared run's program had started (for a program as short
+ * as /bin/true that preparation falls within the previous run's measured
+ * interval; throughput counts everything). "compare" interleaves its three kinds of
  * runs because what one run leaves to the kernel (network namespaces are
  * torn down asynchronously) slows the next ones: measured in separate
  * batches, whichever comes later looks slower. Every run must end with
