@@ -208,7 +208,8 @@ static bool can_create_child(const char *dir, const char *has, bool *has_it)
     return ok;
 }
 
-/* Removes thalamus-PID-N directories of processes that no longer exist. */
+/* Removes the thalamus-PID-N directories, and the thalamus-probe-PID ones
+ * (can_create_child()), of processes that no longer exist. */
 static void remove_stale(const char *dir)
 {
     DIR *d = opendir(dir);
@@ -216,7 +217,9 @@ static void remove_stale(const char *dir)
         return;
     for (struct dirent *e; (e = readdir(d));) {
         long pid;
-        if (sscanf(e->d_name, "thalamus-%ld-", &pid) != 1 || pid <= 0 || pid == (long)getpid())
+        if ((sscanf(e->d_name, "thalamus-%ld-", &pid) != 1 &&
+             sscanf(e->d_name, "thalamus-probe-%ld", &pid) != 1) ||
+            pid <= 0 || pid == (long)getpid())
             continue;
         if (kill((pid_t)pid, 0) == 0 || errno != ESRCH)
             continue;
