@@ -430,6 +430,7 @@ static int writeout_result(struct ledger_writeout *w)
     return rc;
 }
 
+/* Creates dir, and its parents when they are missing. */
 static int make_dir(const char *dir)
 {
     if (mkdir(dir, 0755) == 0 || errno == EEXIST)
@@ -451,15 +452,16 @@ static int make_dir(const char *dir)
     return error_set("cannot create '%s': %s", dir, strerror(errno));
 }
 
-/* Empties (creates) dir and lists the experiment directory of commit for it. */
-static int writeout_prepare(struct ledger *l, const char *commit, const char *dir,
+/* Removes dir (with make, creates it again, and its parents when they are
+ * missing) and lists the experiment directory of commit for it. */
+static int writeout_prepare(struct ledger *l, const char *commit, const char *dir, bool make,
                             struct ledger_writeout **out)
 {
     git_tree *tree = NULL;
     int rc = experiment_tree(l, commit, &tree);
     if (rc == 0)
         rc = fs_remove_tree(dir);
-    if (rc == 0)
+    if (rc == 0 && make)
         rc = make_dir(dir);
     struct ledger_writeout *w = xcalloc(1, sizeof *w);
     w->dir = xstrdup(dir);
@@ -477,7 +479,7 @@ static int writeout_prepare(struct ledger *l, const char *commit, const char *di
 int ledger_materialise(struct ledger *l, const char *commit, const char *dir)
 {
     struct ledger_writeout *w = NULL;
-    int rc = writeout_prepare(l, commit, dir, &w);
+    int rc = writeout_prepare(l, commit, dir, true, &w);
     if (rc < 0)
         return rc;
     write_out(w);
@@ -495,7 +497,9 @@ int ledger_materialise_start(struct ledger *l, const char *commit, const char *d
 {
     *out = NULL;
     struct ledger_writeout *w = NULL;
-    int rc = writeout_prepare(l, commit, dir, &w);
+    /* the thread creates dir too (creating is what takes long on some
+     * disks): its parent must exist */
+    int rc = writeout_prepare(l, commit, dir, false, &w);
     if (rc < 0)
         return rc;
     /* the thread takes no signal: they are this one's to handle */

@@ -181,6 +181,13 @@ static void test_materialise_on_a_thread(void)
     CHECK(stat(p, &st) == 0 && (st.st_mode & 0100));
     free(p);
     CHECK_EQ_INT(ledger_materialise_finish(NULL), 0);
+    /* the thread creates the directory, not its parents */
+    char *orphan = fs_join(root, "work/none/n1");
+    REQUIRE(ledger_materialise_start(l, head, orphan, &w) == 0);
+    CHECK(ledger_materialise_finish(w) < 0);
+    CHECK_CONTAINS(error_message(), "none/n1': No such file or directory");
+    error_clear();
+    free(orphan);
 
     /* files may be no longer than 1 byte: writing params.json fails on the
      * thread, and the error says where */
