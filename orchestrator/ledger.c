@@ -327,6 +327,7 @@ struct ledger_writeout {
     int err;
     const char *failed_what; /* "create", "write" */
     const char *failed_path;
+    bool dir_made; /* dir exists already (the synchronous form makes it) */
     pthread_t thread;
     bool threaded;
 };
@@ -388,7 +389,7 @@ static void write_out(struct ledger_writeout *w)
     w->err = 0;
     w->failed_what = "create";
     w->failed_path = w->dir;
-    if (mkdir(w->dir, 0755) < 0 && errno != EEXIST) {
+    if (!w->dir_made && mkdir(w->dir, 0755) < 0 && errno != EEXIST) {
         w->err = errno;
         return;
     }
@@ -465,6 +466,7 @@ static int writeout_prepare(struct ledger *l, const char *commit, const char *di
         rc = make_dir(dir);
     struct ledger_writeout *w = xcalloc(1, sizeof *w);
     w->dir = xstrdup(dir);
+    w->dir_made = make;
     if (rc == 0)
         rc = list_tree(l, tree, dir, w);
     git_tree_free(tree);

@@ -154,6 +154,23 @@ static void test_materialise_and_tree_round_trip(void)
     ledger_free(l);
 }
 
+/* With on, files of this process may hold 1 byte (a longer write fails
+ * with EFBIG, its signal ignored); with off, as before. */
+static void tiny_files(bool on)
+{
+    static struct rlimit old;
+    static void (*was)(int);
+    if (on) {
+        getrlimit(RLIMIT_FSIZE, &old);
+        struct rlimit tiny = {1, old.rlim_max};
+        was = signal(SIGXFSZ, SIG_IGN);
+        REQUIRE(setrlimit(RLIMIT_FSIZE, &tiny) == 0);
+    } else {
+        setrlimit(RLIMIT_FSIZE, &old);
+        signal(SIGXFSZ, was);
+    }
+}
+
 /* Materialising in two steps writes what ledger_materialise() writes (the
  * files created by another thread), and a failure there comes back from
  * the second step as this module's error. */
@@ -191,27 +208,20 @@ static void test_materialise_on_a_thread(void)
 
     /* files may be no longer than 1 byte: writing params.json fails on the
      * thread, and the error says where */
-    struct rlimit old, tiny = {1, 1};
-    getrlimit(RLIMIT_FSIZE, &old);
-    tiny.rlim_max = old.rlim_max;
-    void (*was)(int) = signal(SIGXFSZ, SIG_IGN);
-    REQUIRE(setrlimit(RLIMIT_FSIZE, &tiny) == 0);
+    tiny_files(true);
     w = NULL;
     int start = ledger_materialise_start(l, head, dir, &w);
     int rc = start == 0 ? ledger_materialise_finish(w) : start;
-    setrlimit(RLIMIT_FSIZE, &old);
-    signal(SIGXFSZ, was);
+    tiny_files(false);
     CHECK_EQ_INT(start, 0);
     CHECK(rc < 0);
     CHECK_CONTAINS(error_message(), "cannot write '");
     CHECK_CONTAINS(error_message(), "n9/params.json': File too large");
     error_clear();
     /* and the synchronous form, the same */
-    REQUIRE(setrlimit(RLIMIT_FSIZE, &tiny) == 0);
-    signal(SIGXFSZ, SIG_IGN);
+    tiny_files(true);
     rc = ledger_materialise(l, head, dir);
-    setrlimit(RLIMIT_FSIZE, &old);
-    signal(SIGXFSZ, was);
+    tiny_files(false);
     CHECK(rc < 0);
     CHECK_CONTAINS(error_message(), "n9/params.json': File too large");
     error_clear();
