@@ -235,10 +235,15 @@ static int write_id_maps(pid_t pid, const struct sandbox_ids *ids)
     return write_proc_file(pid, "gid_map", line);
 }
 
+static void handle_msg(struct sandbox *sb, const struct sandbox_msg *m);
+
 /* Waits for the message of type want; a set-up error, EOF or the deadline
- * fail with a message. */
+ * fail with a message. Other messages go to sb's run when sb is given: the
+ * program's own report that it cannot be run may come before the init's
+ * report that it started it (when the program's process is a copy of the
+ * init's, not a vfork). */
 static int await_msg(int sock, int want, struct sandbox_msg *m, int *fd,
-                     const struct timespec *start)
+                     const struct timespec *start, struct sandbox *sb)
 {
     for (;;) {
         int r = recv_msg(sock, m, fd, start);
@@ -251,6 +256,8 @@ static int await_msg(int sock, int want, struct sandbox_msg *m, int *fd,
             return error_set("cannot set up the sandbox: cannot %s: %s", m->text, strerror(m->err));
         if (m->type == want)
             return 0;
+        if (sb)
+            handle_msg(sb, m);
     }
 }
 
@@ -598,7 +605,7 @@ fail:
 static int prepare_finish(struct prepared *pr, bool full)
 {
     struct sandbox_msg m;
-    int rc = await_msg(pr->sock, MSG_READY, &m, &pr->workfd, &pr->start);
+    int rc = await_msg(pr->sock, MSG_READY, &m, &pr->workfd, &pr->start, NULL);
     if (rc == 0 && full && pr->workfd < 0)
         rc = error_set("cannot set up the sandbox: no /work received");
     if (rc < 0) {
@@ -1111,7 +1118,7 @@ static int claim(struct sandbox *sb, struct prepared *pr, const struct sandbox_s
     buf_free(&job);
     if (n < 0)
         return error_set("cannot start the sandboxed program: %s", strerror(err));
-    if ((rc = await_msg(sb->sock, MSG_STARTED, &m, NULL, &sb->start)) < 0)
+    if ((rc = await_msg(sb->sock, MSG_STARTED, &m, NULL, &sb->start, sb)) < 0)
         return rc;
     sb->program_pid = (pid_t)m.status;
     return 0;
