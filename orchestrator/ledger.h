@@ -47,10 +47,11 @@ int ledger_materialise(struct ledger *l, const char *commit, const char *dir);
 /* ledger_materialise() in two steps, so that the files are created while
  * the caller does something else: _start() reads the tree (from this
  * ledger, in the calling thread), removes dir, and has another thread
- * create it and its files (dir's parent must exist); _finish() waits for that thread and returns
- * what ledger_materialise() would have (on a failure dir may hold part of the tree). Every _start()
- * that succeeded needs its _finish(), before dir is used or removed; it frees w (NULL does
- * nothing). */
+ * create it and its files (dir's parent must exist); _finish() waits for
+ * that thread and returns what ledger_materialise() would have (on a
+ * failure dir may hold part of the tree). Every _start() that succeeded
+ * needs its _finish(), before dir is used or removed; it frees w (NULL
+ * does nothing). */
 struct ledger_writeout;
 int ledger_materialise_start(struct ledger *l, const char *commit, const char *dir,
                              struct ledger_writeout **w);

@@ -18,12 +18,12 @@
  * prepared run sets prepare_next, so it claims the sandbox prepared once
  * the previous prepared run's program had started (for a program as short
  * as /bin/true that preparation falls within the previous run's measured
- * interval; throughput counts everything). "compare" interleaves its three kinds of
- * runs because what one run leaves to the kernel (network namespaces are
- * torn down asynchronously) slows the next ones: measured in separate
- * batches, whichever comes later looks slower. Every run must end with
- * status ok (CMD with status 0), or the benchmark fails. Depends on loop
- * and sandbox.
+ * interval; throughput counts everything). "compare" interleaves its three
+ * kinds of runs because what one run leaves to the kernel (network
+ * namespaces are torn down asynchronously) slows the next ones: measured
+ * in separate batches, whichever comes later looks slower. Every run must
+ * end with status ok (CMD with status 0), or the benchmark fails. Depends
+ * on loop and sandbox.
  */
 #define _GNU_SOURCE
 #include <stdio.h>
