@@ -195,6 +195,18 @@ static char *node_abs_dir(struct research *r, long id)
     return abs;
 }
 
+/* Removes the work directory of node id, one made ahead for a start that
+ * did not come: a failure leaves it (and says so with -v). */
+static void remove_work_dir(struct research *r, long id)
+{
+    char *dir = node_abs_dir(r, id);
+    if (fs_remove_tree(dir) < 0) {
+        log_debug("%s", error_message());
+        error_clear();
+    }
+    free(dir);
+}
+
 static void set_str(char **field, const char *value)
 {
     free(*field);
@@ -419,15 +431,8 @@ static void live_free(struct live *l)
         r->expanding--;
     r->live[l->id] = NULL;
     r->inflight--;
-    if (l->dir_ready) {
-        /* prepared for a start that did not come: the node stays pending */
-        char *dir = node_abs_dir(r, l->id);
-        if (fs_remove_tree(dir) < 0) {
-            log_debug("%s", error_message());
-            error_clear();
-        }
-        free(dir);
-    }
+    if (l->dir_ready)
+        remove_work_dir(r, l->id); /* prepared for a start that did not come */
     cJSON_Delete(l->context);
     cJSON_Delete(l->ideas);
     cJSON_Delete(l->failure);
@@ -736,14 +741,8 @@ static void ahead_drop(struct research *r)
         return;
     long id = r->ahead_id;
     ahead_take(r, -1, NULL);
-    if (id < (long)r->n && strcmp(r->nodes[id].state, "pending"))
-        return;
-    char *dir = node_abs_dir(r, id);
-    if (fs_remove_tree(dir) < 0) {
-        log_debug("%s", error_message());
-        error_clear();
-    }
-    free(dir);
+    if (id >= (long)r->n || !strcmp(r->nodes[id].state, "pending"))
+        remove_work_dir(r, id);
 }
 
 /* Materialises the work directories of the first experiments waiting for a
@@ -915,9 +914,10 @@ static void eval_begin(struct live *l)
     char *dir = node_abs_dir(r, l->id);
     if (l->dir_ready || ahead_take(r, l->id, from))
         l->dir_ready = false; /* materialised while it waited, or ahead */
+    else if (!from)
+        rc = error_set("the parent has no commit");
     else
-        rc =
-            from ? ledger_materialise(r->ledger, from, dir) : error_set("the parent has no commit");
+        rc = ledger_materialise(r->ledger, from, dir);
     free(dir);
     if (rc < 0) {
         fatal(r, rc);

@@ -661,6 +661,17 @@ static void check_parent_alive(void)
         _exit(125);
 }
 
+/* Reports that the program cannot be run (err from execve). */
+static void report_exec_error(int err, const char *program)
+{
+    struct sandbox_msg m;
+    memset(&m, 0, sizeof m);
+    m.type = MSG_EXEC_ERROR;
+    m.err = err;
+    str_append(m.text, sizeof m.text, program);
+    send_msg(&m);
+}
+
 /* Runs in the program's process. When it shares this process's memory
  * until it execs (vfork), a failure is left in *failed for the init to
  * report; with failed NULL it reports the failure itself. Then it exits. */
@@ -681,16 +692,10 @@ static _Noreturn void exec_program(const struct job *j, volatile int *failed)
             break;
         }
     }
-    if (failed) {
+    if (failed)
         *failed = err;
-    } else {
-        struct sandbox_msg m;
-        memset(&m, 0, sizeof m);
-        m.type = MSG_EXEC_ERROR;
-        m.err = err;
-        str_append(m.text, sizeof m.text, j->argv[0]);
-        send_msg(&m);
-    }
+    else
+        report_exec_error(err, j->argv[0]);
     _exit(err == ENOENT ? 127 : 126);
 }
 
@@ -868,13 +873,8 @@ _Noreturn void sandbox_child_main(const struct sandbox_plan *p)
     m.type = MSG_STARTED;
     m.status = (int32_t)program;
     send_msg(&m);
-    if (exec_failed) {
-        memset(&m, 0, sizeof m);
-        m.type = MSG_EXEC_ERROR;
-        m.err = exec_failed;
-        str_append(m.text, sizeof m.text, j.argv[0]);
-        send_msg(&m);
-    }
+    if (exec_failed)
+        report_exec_error(exec_failed, j.argv[0]);
     /* The pipes belong to the program: their ends close when it and its
      * descendants are gone. */
     int null = open("/dev/null", O_RDWR | O_CLOEXEC);
